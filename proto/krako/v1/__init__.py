@@ -1,0 +1,1 @@
+"""Generated wire code of package krako.v1 (see proto/generate.py)."""
