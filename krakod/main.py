@@ -1,0 +1,105 @@
+"""The `krakod` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from krakod.config import DEFAULT_LISTEN, Config, ConfigError, Timing, load_auth
+from krakod.log import DataDirLocked, LogError
+from krakod.server import Daemon, run_until_signalled
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="krakod", description="Krako daemon: event log, scheduler and gRPC services.")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("KRAKO_DATA_DIR", "krako-data")))
+    p.add_argument("--listen", default=os.environ.get("KRAKO_LISTEN", DEFAULT_LISTEN), help="HOST:PORT (port 0: any)")
+    p.add_argument("--agent-token", action="append", default=[], help="agent join token (repeatable)")
+    p.add_argument("--tenant-key", action="append", default=[], help="tenant API key as KEY=TENANT (repeatable)")
+    p.add_argument("--admin-token", action="append", default=[], help="admin token (repeatable)")
+    p.add_argument("--auth-file", type=Path, help="JSON file with agent_tokens, tenant_keys, admin_tokens")
+    p.add_argument("--allow-unauthenticated", action="store_true", help="serve a non-loopback address with no tokens")
+    p.add_argument("--tls-cert", type=Path)
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--synchronous", default="FULL", choices=["NORMAL", "FULL", "EXTRA"], help="SQLite synchronous")
+    p.add_argument("--heartbeat-interval-ms", type=int, default=Timing.heartbeat_interval_ms)
+    p.add_argument("--lease-ms", type=int, default=Timing.lease_ms)
+    p.add_argument("--node-ttl-ms", type=int, default=Timing.node_ttl_ms)
+    p.add_argument("--dispatch-timeout-ms", type=int, default=Timing.dispatch_timeout_ms)
+    p.add_argument("--multi-agent-fanout", type=int, default=1, help="offer each unit to this many agents at once")
+    p.add_argument("--handler", action="append", default=[], help="extra cpu handler name to accept (repeatable)")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools and tests)")
+    p.add_argument("--log-level", default=os.environ.get("KRAKO_LOG_LEVEL", "INFO"))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    auth = load_auth(
+        agent_tokens=args.agent_token,
+        tenant_keys=args.tenant_key,
+        admin_tokens=args.admin_token,
+        auth_file=args.auth_file,
+    )
+    return Config(
+        data_dir=args.data_dir,
+        listen=args.listen,
+        synchronous=args.synchronous,
+        auth=auth,
+        allow_unauthenticated=args.allow_unauthenticated,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        timing=Timing(
+            heartbeat_interval_ms=args.heartbeat_interval_ms,
+            lease_ms=args.lease_ms,
+            node_ttl_ms=args.node_ttl_ms,
+            dispatch_timeout_ms=args.dispatch_timeout_ms,
+        ),
+        extra_handlers=frozenset(args.handler),
+        multi_agent_fanout=args.multi_agent_fanout,
+    )
+
+
+async def _run(config: Config, port_file: Path | None) -> None:
+    daemon = Daemon(config)
+    ready = asyncio.Event()
+
+    async def announce() -> None:
+        await ready.wait()
+        if port_file is not None:
+            tmp = port_file.with_suffix(".tmp")
+            tmp.write_text(str(daemon.port))
+            tmp.replace(port_file)
+        print(f"krakod listening on {config.listen.rpartition(':')[0]}:{daemon.port}", file=sys.stderr, flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await run_until_signalled(daemon, ready)
+    finally:
+        announcer.cancel()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        config = config_from_args(args)
+        config.validate()
+        asyncio.run(_run(config, args.port_file))
+    except (ConfigError, DataDirLocked) as exc:
+        print(f"krakod: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except LogError as exc:
+        print(f"krakod: event log error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
