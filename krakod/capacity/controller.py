@@ -306,6 +306,9 @@ class CapacityController:
         first), then `await actuator.apply(R)` if R changed. `append` errors propagate
         (the log is the truth: no decision is acted on unless it is logged); actuator
         errors are logged. At start the actuator is reconciled to the restored R.
+
+        The clock must be wall-clock seconds since the epoch (the default, `time.time`):
+        window indexes, and so idempotency keys, must mean the same after a restart.
         """
         now_clock = clock or self._clock
         if actuator is not None:
@@ -313,8 +316,10 @@ class CapacityController:
         target = self.window_index(now_clock())
         evaluated = 0
         while max_windows is None or evaluated < max_windows:
-            end_s = (target + 1) * self.config.window_s
             now = now_clock()
+            if (target + 1) * self.config.window_s - now > self.config.window_s:
+                target = self.window_index(now)  # the clock stepped back: never sleep past one window
+            end_s = (target + 1) * self.config.window_s
             if end_s > now:
                 await sleep(end_s - now)
             sample = await self._read(metrics_source)
