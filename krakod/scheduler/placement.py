@@ -22,6 +22,7 @@ outcome. The only state the scheduler keeps is the streak (last node, run length
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -166,6 +167,7 @@ class Scheduler:
         trust: TrustView | None = None,
         gate: NodeGate | None = None,
         fanout: int = 1,
+        exclude: frozenset[str] = frozenset(),
     ) -> Placement | Deferral:
         """Choose a node (and up to `fanout` - 1 runners-up to offer to as well), or defer.
 
@@ -173,12 +175,16 @@ class Scheduler:
         nodes were sent work (a half-open breaker's probe); the caller appends its payload
         and reserves a slot on every node in `offered_to`. Raises ValueError for a fanout
         outside [1, max_fanout].
+
+        `exclude` holds nodes to avoid this round (e.g. they let an offer lapse): they are
+        used only when no other node fits, with the reason "excluded_fallback".
         """
         if not 1 <= fanout <= self.config.max_fanout:
             raise ValueError(f"fanout must be within [1, {self.config.max_fanout}], got {fanout}")
         ctx = PlacementContext(request=request, trust=trust or _DEFAULT_TRUST, gate=gate, now_ms=now_ms)
         limit = max(self.config.max_feasible, fanout)
         feasible: list[Candidate] = []
+        fallback: list[Candidate] = []
         rejected: Counter[str] = Counter()
         details: dict[str, str] = {}
         examined = 0
@@ -193,10 +199,13 @@ class Scheduler:
                     details.setdefault(check.name, f"{node.node_id}: {why}")
                     break
             else:
-                feasible.append(self._score(node, ctx))
-        if not feasible:
-            return self._deferral(request, rejected, details, examined)
-        return self._choose(request, sorted(feasible, key=lambda c: c.rank_key), fanout, gate, now_ms)
+                (fallback if node.node_id in exclude else feasible).append(self._score(node, ctx))
+        if feasible:
+            return self._choose(request, sorted(feasible, key=lambda c: c.rank_key), fanout, gate, now_ms)
+        if fallback:
+            placement = self._choose(request, sorted(fallback, key=lambda c: c.rank_key), fanout, gate, now_ms)
+            return dataclasses.replace(placement, reason="excluded_fallback")
+        return self._deferral(request, rejected, details, examined)
 
     # -- steps -----------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ class Placement:
     offered_to: tuple[str, ...]
     chosen: Candidate
     eligible_count: int
-    reason: str  # "best_score" | "anti_affinity" | "only_candidate"
+    reason: str  # "best_score" | "anti_affinity" | "only_candidate" | "excluded_fallback"
     ranked: tuple[Candidate, ...]
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import N, build_fleet
+from scheduler_fleet import N, build_fleet
 
 from krakod.scheduler import Deferral, Placement, PlacementRequest, Scheduler, TrustView
 

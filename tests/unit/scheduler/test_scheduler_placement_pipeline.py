@@ -7,7 +7,7 @@ import random
 import re
 
 import pytest
-from conftest import N, build_fleet
+from scheduler_fleet import N, build_fleet
 
 from krakod.scheduler import (
     BreakerBoard,
@@ -271,3 +271,17 @@ def test_an_empty_registry_defers_with_no_candidates() -> None:
     outcome = Scheduler(registry=NodeRegistry()).place(PlacementRequest(work_unit_id="wu", kind="cpu"), now_ms=0)
     assert isinstance(outcome, Deferral)
     assert (dict(outcome.reasons), outcome.candidates) == ({}, 0)
+
+
+def test_an_excluded_node_is_avoided_while_another_fits() -> None:
+    scheduler = Scheduler(registry=build_fleet([N(node_id="a"), N(node_id="b", cpu_load=0.5)]))
+    outcome = scheduler.place(PlacementRequest(work_unit_id="wu", kind="cpu"), now_ms=NOW_MS, exclude=frozenset({"a"}))
+    assert isinstance(outcome, Placement)
+    assert (outcome.node_id, outcome.reason) == ("b", "only_candidate")
+
+
+def test_an_excluded_node_is_used_when_nothing_else_fits() -> None:
+    scheduler = Scheduler(registry=build_fleet([N(node_id="a"), N(node_id="b", draining=True)]))
+    outcome = scheduler.place(PlacementRequest(work_unit_id="wu", kind="cpu"), now_ms=NOW_MS, exclude=frozenset({"a"}))
+    assert isinstance(outcome, Placement)
+    assert (outcome.node_id, outcome.reason) == ("a", "excluded_fallback")
