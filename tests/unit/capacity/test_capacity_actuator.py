@@ -28,7 +28,9 @@ def stop(signum, frame):
     (marker_dir / ("stopped-" + index)).write_text("bye")
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop if on_term == "exit" else signal.SIG_IGN)
-(marker_dir / ("started-" + index)).write_text(str(__import__("os").getpid()))
+pending = marker_dir / (".started-" + index)
+pending.write_text(str(__import__("os").getpid()))
+pending.rename(marker_dir / ("started-" + index))  # atomic: a reader never sees it half-written
 while True:
     time.sleep(3600)
 """
