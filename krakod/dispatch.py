@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 from krako.v1 import agent_pb2
 
 from krakod.config import Config
-from krakod.log import Event, EventLog, NewEvent
+from krakod.log import AppendResult, Event, EventLog, NewEvent
 from krakod.nodes import NodeInfo
 from krakod.units import (
     CLAIMED,
@@ -56,6 +57,8 @@ class AgentLink(Protocol):
     """What the dispatcher needs of a connected agent's session."""
 
     def send(self, item: Any) -> bool: ...
+
+    def close(self, reason: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class Dispatcher:
         self._counter = itertools.count()
         self._leases: dict[str, tuple[str, int, int]] = {}  # unit -> (node, attempt, expires_ms)
         self._excluded: dict[str, set[str]] = {}  # unit -> nodes that let an offer lapse this attempt
+        # Units that became pending and have been neither placed nor deferred yet: when no node has any
+        # capacity, the pass logs their deferral from here instead of scanning the whole ready heap.
+        self._unplaced: deque[tuple[str, int]] = deque()
         self._wake_scheduler = asyncio.Event()
         self._wake_timers = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,6 +145,7 @@ class Dispatcher:
     def _push_ready(self, unit: Unit) -> None:
         priority = PRIORITIES.index(unit.priority) if unit.priority in PRIORITIES else 2
         heapq.heappush(self._ready, (priority, unit.submitted_seq, unit.work_unit_id, unit.attempt))
+        self._unplaced.append((unit.work_unit_id, unit.attempt))
         self._wake_scheduler.set()
 
     def _release_node(self, node_id: str, unit: Unit) -> None:
@@ -173,6 +180,7 @@ class Dispatcher:
         self._tasks = [
             asyncio.create_task(self._schedule_loop(), name="krako-scheduler"),
             asyncio.create_task(self._timer_loop(), name="krako-timers"),
+            asyncio.create_task(self._ttl_loop(), name="krako-node-ttl"),
         ]
 
     async def stop(self) -> None:
@@ -272,6 +280,7 @@ class Dispatcher:
         placed = 0
         while self._ready and placed < self.max_pass_units and len(blocked) < self.max_blocked_per_pass:
             if not any(n.available_slots and n.connected and not n.draining for n in self.nodes.values()):
+                self._defer_unplaced(events, guards)
                 break
             entry = heapq.heappop(self._ready)
             unit = self.units.get(entry[2])
@@ -329,6 +338,22 @@ class Dispatcher:
             self._add_timer(due + timeout, "dispatch", unit, unit.round)
         if placed >= self.max_pass_units:
             self._wake_scheduler.set()  # more to place: yield to the loop, then go on
+
+    def _defer_unplaced(self, events: list[NewEvent], guards: list[Any]) -> None:
+        """No node has a free slot: log, once per attempt, why the newly pending units wait."""
+        reasons: dict[str, int] = {}
+        for node in self.nodes.values():
+            key = "unavailable" if not node.connected or node.draining else "no_capacity"
+            reasons[key] = reasons.get(key, 0) + 1
+        choice = NoPlacement(reasons=reasons, candidates=len(self.nodes))
+        for _ in range(min(len(self._unplaced), self.max_pass_units)):
+            work_unit_id, attempt = self._unplaced.popleft()
+            unit = self.units.get(work_unit_id)
+            if unit is None or unit.state != PENDING or unit.attempt != attempt or unit.deferred_attempt == attempt:
+                continue
+            unit.deferred_attempt = attempt
+            events.append(self._deferred_event(unit, choice))
+            guards.append(guard_state(self.units, attempt, frozenset({PENDING})))
 
     def _deferred_event(self, unit: Unit, choice: NoPlacement) -> NewEvent:
         return NewEvent(
@@ -451,8 +476,7 @@ class Dispatcher:
                 accepted, reason = False, "unknown work unit"
             else:
                 last = outcome[-1]
-                accepted = last.created or (last.event is not None and json_field(last.event, "node_id") == node_id)
-                reason = "" if accepted else (last.refused or "duplicate result")
+                accepted, reason = result_verdict(last, node_id, result.attempt)
             acks.append(
                 agent_pb2.ResultAck(
                     work_unit_id=result.work_unit_id, attempt=result.attempt, accepted=accepted, reason=reason
@@ -694,6 +718,18 @@ class Dispatcher:
             events.append(self._retry_event(unit, next_attempt, delay_ms, "LEASE_EXPIRED"))
         return events
 
+    async def _ttl_loop(self) -> None:
+        """Close the stream of a node whose heartbeats stopped for node_ttl_ms (it becomes node.unavailable)."""
+        ttl_ms = self.config.timing.node_ttl_ms
+        while True:
+            await asyncio.sleep(ttl_ms / 4000)  # a tick at our own pace: TTL accuracy is ttl/4
+            now = now_ms()
+            for node_id, link in list(self.links.items()):
+                node = self.nodes.get(node_id)
+                if node is not None and now - node.last_heartbeat_ms > ttl_ms:
+                    log.warning("node %s sent no heartbeat for %d ms: closing its stream", node_id, ttl_ms)
+                    link.close("heartbeat_ttl")
+
     # -- metrics -------------------------------------------------------------------
 
     def queue_depth(self) -> int:
@@ -702,6 +738,18 @@ class Dispatcher:
 
 def json_loads(text: str) -> Any:
     return json.loads(text)
+
+
+def result_verdict(last: AppendResult, node_id: str, attempt: int) -> tuple[bool, str]:
+    """Was this agent's result accepted? A resend of an accepted result is accepted again (idempotent)."""
+    if last.created:
+        return True, ""
+    if last.event is None:
+        return False, last.refused or "refused"
+    payload = json_loads(last.event.payload_json)
+    if payload.get("node_id") == node_id and payload.get("attempt") == attempt:
+        return True, "duplicate delivery of an accepted result"
+    return False, f"fenced: attempt {payload.get('attempt')} on node {payload.get('node_id')} already finished the unit"
 
 
 def json_field(event: Event, name: str) -> Any:

@@ -14,8 +14,9 @@ from krakod.server import Daemon
 
 
 def make_config(data_dir: Path, **overrides: object) -> Config:
-    timing = overrides.pop("timing", Timing(heartbeat_interval_ms=200, lease_ms=2000, node_ttl_ms=2000,
-                                            dispatch_timeout_ms=2000))
+    timing = overrides.pop(
+        "timing", Timing(heartbeat_interval_ms=200, lease_ms=2000, node_ttl_ms=2000, dispatch_timeout_ms=2000)
+    )
     return dataclasses.replace(Config(data_dir=data_dir, listen="127.0.0.1:0", timing=timing), **overrides)  # type: ignore[arg-type]
 
 
