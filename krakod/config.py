@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from krakod.capacity import CapacityConfig
+
 DEFAULT_LISTEN = "127.0.0.1:7420"
 BUILTIN_CPU_HANDLERS = frozenset({"echo", "sleep_ms", "sha256", "burn_ms"})
 LLM_HANDLERS = frozenset({"", "chat"})
@@ -53,6 +55,16 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
+class CapacityOptions:
+    controller: CapacityConfig = field(default_factory=CapacityConfig)
+    simulate_pressure: str | None = None  # none|low|high|critical|auto: a simulated metrics source (demo)
+    scale_exec: str | None = None  # operator hook, receives the target R
+    autoscale_local_agents: bool = False  # start/stop agentd processes on this host
+    autoscale_kinds: str = "cpu"
+    autoscale_concurrency: int = 4
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("krako-data")
     listen: str = DEFAULT_LISTEN
@@ -65,6 +77,7 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     extra_handlers: frozenset[str] = frozenset()
     multi_agent_fanout: int = 1  # offer each unit to this many eligible agents at once
+    capacity: CapacityOptions = field(default_factory=CapacityOptions)
 
     def validate(self) -> None:
         """Refuse unsafe or impossible configurations with a message saying what to change."""

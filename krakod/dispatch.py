@@ -115,6 +115,8 @@ class Dispatcher:
         self._wake_scheduler = asyncio.Event()
         self._wake_timers = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending_since: dict[str, int] = {}  # unit -> when it last became ready to place
+        self.on_queue_wait: Callable[[int], None] | None = None  # called with each unit's wait at its claim
         self.dispatched_primary = 0
         self.dispatched_retry = 0
         units.add_listener(self._on_unit_event)
@@ -131,11 +133,15 @@ class Dispatcher:
             self._excluded.pop(unit.work_unit_id, None)
             self._add_timer(now_ms() + unit.retry_delay_ms, "retry", unit, 0)
         elif t == "workunit.claimed":
+            since = self._pending_since.pop(unit.work_unit_id, None)
+            if since is not None and self.on_queue_wait is not None:
+                self.on_queue_wait(now_ms() - since)
             holder = unit.node_id or ""
             for node_id in unit.offered_to:
                 if node_id != holder:
                     self._release_node(node_id, unit)
         elif unit.terminal or t == "workunit.claim.expired":
+            self._pending_since.pop(unit.work_unit_id, None)
             self._release(unit)
             self._leases.pop(unit.work_unit_id, None)
             self._excluded.pop(unit.work_unit_id, None)
@@ -145,6 +151,7 @@ class Dispatcher:
     def _push_ready(self, unit: Unit) -> None:
         priority = PRIORITIES.index(unit.priority) if unit.priority in PRIORITIES else 2
         heapq.heappush(self._ready, (priority, unit.submitted_seq, unit.work_unit_id, unit.attempt))
+        self._pending_since.setdefault(unit.work_unit_id, now_ms())
         self._unplaced.append((unit.work_unit_id, unit.attempt))
         self._wake_scheduler.set()
 
@@ -731,6 +738,9 @@ class Dispatcher:
                     link.close("heartbeat_ttl")
 
     # -- metrics -------------------------------------------------------------------
+
+    def congestion_mode(self) -> str:
+        return "NORMAL"
 
     def queue_depth(self) -> int:
         return self.units.counts.get(PENDING, 0)

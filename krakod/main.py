@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from krakod.config import DEFAULT_LISTEN, Config, ConfigError, Timing, load_auth
+from krakod.capacity import CapacityConfig
+from krakod.config import DEFAULT_LISTEN, CapacityOptions, Config, ConfigError, Timing, load_auth
 from krakod.log import DataDirLocked, LogError
 from krakod.server import Daemon, run_until_signalled
 
@@ -32,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dispatch-timeout-ms", type=int, default=Timing.dispatch_timeout_ms)
     p.add_argument("--multi-agent-fanout", type=int, default=1, help="offer each unit to this many agents at once")
     p.add_argument("--handler", action="append", default=[], help="extra cpu handler name to accept (repeatable)")
+    p.add_argument("--capacity-window-s", type=float, default=10.0, help="autoscaling controller window")
+    p.add_argument("--capacity-cooldown-up-s", type=float, default=60.0)
+    p.add_argument("--capacity-cooldown-down-s", type=float, default=180.0)
+    p.add_argument("--replicas-min", type=int, default=1)
+    p.add_argument("--replicas-max", type=int, default=10)
+    p.add_argument("--queue-max", type=int, default=1000, help="Q_max of admission control")
+    p.add_argument(
+        "--simulate-pressure", choices=["none", "low", "high", "critical", "auto"], help="simulated metrics (demo)"
+    )
+    p.add_argument("--scale-exec", metavar="CMD", help="run CMD with the target replica count on each scale request")
+    p.add_argument("--autoscale-local-agents", action="store_true", help="start/stop agentd processes on this host")
+    p.add_argument("--autoscale-kinds", default="cpu")
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools and tests)")
     p.add_argument("--log-level", default=os.environ.get("KRAKO_LOG_LEVEL", "INFO"))
     return p
@@ -59,6 +72,20 @@ def config_from_args(args: argparse.Namespace) -> Config:
             dispatch_timeout_ms=args.dispatch_timeout_ms,
         ),
         extra_handlers=frozenset(args.handler),
+        capacity=CapacityOptions(
+            controller=CapacityConfig(
+                window_s=args.capacity_window_s,
+                cooldown_after_scale_up_s=args.capacity_cooldown_up_s,
+                cooldown_after_scale_down_s=args.capacity_cooldown_down_s,
+                replicas_min=args.replicas_min,
+                replicas_max=args.replicas_max,
+                queue_max=args.queue_max,
+            ),
+            simulate_pressure=args.simulate_pressure,
+            scale_exec=args.scale_exec,
+            autoscale_local_agents=args.autoscale_local_agents,
+            autoscale_kinds=args.autoscale_kinds,
+        ),
         multi_agent_fanout=args.multi_agent_fanout,
     )
 
@@ -91,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         config = config_from_args(args)
         config.validate()
         asyncio.run(_run(config, args.port_file))
-    except (ConfigError, DataDirLocked) as exc:
+    except (ConfigError, DataDirLocked, ValueError) as exc:
         print(f"krakod: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except LogError as exc:

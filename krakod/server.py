@@ -33,6 +33,7 @@ from krakod.api.agent import AgentApi
 from krakod.api.auth import Authenticator
 from krakod.api.events import EventsApi
 from krakod.api.gateway import Gateway
+from krakod.capacity_runtime import CapacityRuntime
 from krakod.config import BUILTIN_CPU_HANDLERS, Config
 from krakod.dispatch import Dispatcher
 from krakod.log import LOG_FILE_NAME, DataDirLock, Event, EventLog, replay_all
@@ -64,6 +65,10 @@ class Daemon:
             units=self.units,
             place=lambda unit, nodes, excluded: place_simple(unit, nodes, excluded, config.multi_agent_fanout),
         )
+        self.capacity = CapacityRuntime(
+            options=config.capacity, log=self.log, dispatcher=self.dispatcher, data_dir=self.data_dir
+        )
+        self.dispatcher.on_queue_wait = self.capacity.waits.record
         self.auth = Authenticator(config.auth)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -77,6 +82,7 @@ class Daemon:
     def _on_event(self, event: Event) -> None:
         """Daemon-wide facts kept from the log besides units: handlers agents can run."""
         self.units.apply(event)
+        self.capacity.on_event(event)
         if event.type == "node.registered":
             self.handlers.update(event.payload.get("handlers", []))
 
@@ -90,6 +96,7 @@ class Daemon:
             self.dispatcher.recover()
             self.dispatcher.start()
             self.port = await self._serve()
+            self.capacity.start(self.port)
         except BaseException:
             await self._cleanup()
             raise
@@ -114,6 +121,7 @@ class Daemon:
                 dispatcher=self.dispatcher,
                 auth=self.auth,
                 known_handlers=lambda: frozenset(self.handlers),
+                admission=self.capacity.admission,
             ),
             server,
         )
@@ -122,7 +130,7 @@ class Daemon:
             EventsApi(config=self.config, log=self.log, auth=self.auth), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminApi(log=self.log, dispatcher=self.dispatcher, auth=self.auth), server
+            AdminApi(log=self.log, dispatcher=self.dispatcher, auth=self.auth, capacity=self.capacity), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -153,6 +161,7 @@ class Daemon:
         log.info("krakod stopped at seq %d", self.log.last_seq)
 
     async def _cleanup(self) -> None:
+        await self.capacity.stop()
         await self.dispatcher.stop()
         with contextlib.suppress(Exception):
             await self.log.close()

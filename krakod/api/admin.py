@@ -10,6 +10,7 @@ from krako.v1 import admin_pb2, admin_pb2_grpc
 from krakod.api.auth import Authenticator
 from krakod.api.convert import node_to_pb
 from krakod.api.errors import RequestError, invalid, unary
+from krakod.capacity_runtime import CapacityRuntime
 from krakod.dispatch import Dispatcher, now_ms
 from krakod.log import EventLog, NewEvent
 
@@ -27,10 +28,19 @@ def unavailable(what: str) -> RequestError:
 
 
 class AdminApi(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, *, log: EventLog, dispatcher: Dispatcher, auth: Authenticator, backend: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        log: EventLog,
+        dispatcher: Dispatcher,
+        auth: Authenticator,
+        capacity: CapacityRuntime,
+        backend: Any = None,
+    ) -> None:
         self.log = log
         self.dispatcher = dispatcher
         self.auth = auth
+        self.capacity = capacity
         self.backend = backend
 
     def _trust(self, node_id: str) -> str:
@@ -66,4 +76,32 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
         assert node is not None
         return admin_pb2.DrainNodeResponse(
             node=node_to_pb(node, now_ms(), self._trust(node.node_id), self._circuit(node.node_id))
+        )
+
+    @unary
+    async def GetCapacity(
+        self, request: admin_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetCapacityResponse:
+        self.auth.admin(context)
+        live = self.capacity.metrics_now()
+        state = self.capacity.view.state()
+        return admin_pb2.GetCapacityResponse(
+            mode=self.capacity.view.mode().value,
+            replicas=state.replicas,
+            concurrency_per_replica=self.capacity.options.controller.concurrency_per_replica,
+            queue_depth=live.queue_depth,
+            wait_p95_seconds=live.wait_p95_s,
+            utilization=live.utilization,
+            recent=[
+                admin_pb2.CapacityWindow(
+                    window=w.window,
+                    mode=w.mode.value,
+                    replicas=w.replicas,
+                    queue_depth=w.queue_depth,
+                    wait_p95_seconds=w.wait_p95_s,
+                    utilization=w.utilization,
+                )
+                for w in self.capacity.controller.recent()
+            ],
+            congestion=self.dispatcher.congestion_mode(),
         )

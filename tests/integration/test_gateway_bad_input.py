@@ -178,7 +178,7 @@ async def test_a_tenant_key_cannot_submit_for_another_tenant(secured):
 
 
 async def test_a_tenant_sees_only_its_own_units_and_events(secured):
-    d, channel = secured
+    _, channel = secured
     gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
     events = events_pb2_grpc.EventServiceStub(channel)
     a = await gateway.SubmitWorkUnit(gateway_pb2.SubmitWorkUnitRequest(spec=spec()), metadata=bearer("key-a"))
