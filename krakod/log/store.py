@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from functools import cache
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 
 from krakod.log.types import Event, LogError
@@ -29,12 +32,16 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_work_unit ON events (work_unit_id, seq) WHERE work_unit_id IS NOT NULL;
 """
 
-COLUMNS = (
-    "seq, event_id, type, idempotency_key, ts_us, tenant_id, execution_session_id, work_unit_id, source, payload"
-)
+COLUMNS = "seq, event_id, type, idempotency_key, ts_us, tenant_id, execution_session_id, work_unit_id, source, payload"
 BUSY_TIMEOUT_MS = 5_000
 # SQLite allows 32,766 host parameters; keep IN (...) lists well below it.
 KEY_LOOKUP_CHUNK = 500
+# Rows per multi-row INSERT statement (10 parameters each). One statement binds its rows and
+# then runs without the GIL; executemany() takes the GIL back for every row, which the event
+# loop thread contends for. Smaller remainders are split into powers of two so that at most
+# ten distinct statements exist and all stay in the connection's statement cache.
+INSERT_CHUNK_ROWS = 512
+_row_of = attrgetter(*(c.strip() for c in COLUMNS.replace("payload", "payload_json").split(",")))
 MAX_READ_LIMIT = 10_000
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -69,6 +76,43 @@ def configure_connection(conn: sqlite3.Connection, *, synchronous: str) -> None:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Checkpoint whenever the WAL passes ~4 MB (1,000 pages), SQLite's default, stated on purpose.
     conn.execute("PRAGMA wal_autocheckpoint=1000")
+
+
+@cache
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO events ({COLUMNS}) VALUES " + ",".join(("(?,?,?,?,?,?,?,?,?,?)",) * rows)
+
+
+def _insert_chunks(count: int) -> list[tuple[int, int]]:
+    """(start, rows) pieces: full chunks, then the remainder in descending powers of two."""
+    pieces: list[tuple[int, int]] = []
+    start = 0
+    while count - start >= INSERT_CHUNK_ROWS:
+        pieces.append((start, INSERT_CHUNK_ROWS))
+        start += INSERT_CHUNK_ROWS
+    size = INSERT_CHUNK_ROWS // 2
+    while start < count:
+        if count - start >= size:
+            pieces.append((start, size))
+            start += size
+        size //= 2
+    return pieces
+
+
+def find_by_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Event]:
+    """Committed events with any of these idempotency keys."""
+    found: dict[str, Event] = {}
+    unique = list(dict.fromkeys(keys))
+    try:
+        for start in range(0, len(unique), KEY_LOOKUP_CHUNK):
+            chunk = unique[start : start + KEY_LOOKUP_CHUNK]
+            sql = f"SELECT {COLUMNS} FROM events WHERE idempotency_key IN ({','.join('?' * len(chunk))})"
+            for row in conn.execute(sql, chunk):
+                event = row_to_event(row)
+                found[event.idempotency_key] = event
+    except sqlite3.Error as exc:
+        raise LogError(f"looking up idempotency keys: {exc}") from exc
+    return found
 
 
 def build_read_query(
@@ -126,18 +170,7 @@ class SqliteEventStore:
 
     def find_by_keys(self, keys: Sequence[str]) -> dict[str, Event]:
         """Committed events with any of these idempotency keys."""
-        found: dict[str, Event] = {}
-        unique = list(dict.fromkeys(keys))
-        try:
-            for start in range(0, len(unique), KEY_LOOKUP_CHUNK):
-                chunk = unique[start : start + KEY_LOOKUP_CHUNK]
-                sql = f"SELECT {COLUMNS} FROM events WHERE idempotency_key IN ({','.join('?' * len(chunk))})"
-                for row in self.conn.execute(sql, chunk):
-                    event = row_to_event(row)
-                    found[event.idempotency_key] = event
-        except sqlite3.Error as exc:
-            raise LogError(f"looking up idempotency keys: {exc}") from exc
-        return found
+        return find_by_keys(self.conn, keys)
 
     def insert(self, events: Sequence[Event]) -> None:
         """Commit these events, whose seqs must continue the log, in one transaction."""
@@ -147,24 +180,9 @@ class SqliteEventStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            e.seq,
-                            e.event_id,
-                            e.type,
-                            e.idempotency_key,
-                            e.ts_us,
-                            e.tenant_id,
-                            e.execution_session_id,
-                            e.work_unit_id,
-                            e.source,
-                            e.payload_json,
-                        )
-                        for e in events
-                    ],
-                )
+                for start, rows in _insert_chunks(len(events)):
+                    params = list(chain.from_iterable(map(_row_of, events[start : start + rows])))
+                    conn.execute(_insert_sql(rows), params)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -185,3 +203,36 @@ class SqliteEventStore:
             return [row_to_event(row) for row in self.conn.execute(sql, params)]
         except sqlite3.Error as exc:
             raise LogError(f"reading events after seq {after_seq}: {exc}") from exc
+
+
+class SqliteKeyReader:
+    """A second, read-only connection for idempotency-key lookups.
+
+    In WAL mode it reads the last committed snapshot while the writer's connection
+    commits, so the writer can decide the next batch during the previous batch's fsync.
+    It does not see events being committed; the writer keeps those keys in memory.
+    Use it from one thread at a time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            raise LogError(f"opening key reader of {self.path}: {exc}") from exc
+        self._conn = conn
+
+    def find_by_keys(self, keys: Sequence[str]) -> dict[str, Event]:
+        if self._conn is None:
+            raise LogError("key reader is not open")
+        return find_by_keys(self._conn, keys)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

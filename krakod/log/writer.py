@@ -1,13 +1,21 @@
-"""The async front of the event log: one writer task doing group commit.
+"""The async front of the event log: one writer doing group commit, pipelined.
 
-Every append goes through a bounded queue to a single writer task. The writer
-takes whatever is queued (up to `max_batch_events`), decides each event in
-order, and commits all new events as one SQLite transaction; a caller's
-`append` returns only after that transaction committed.
+Every append goes through a bounded intake to the writer, which has two stages
+running as two tasks on the event loop:
+
+- the *decider* takes whatever is queued (up to `max_batch_events`), looks the
+  idempotency keys up, decides each event in order and stages it;
+- the *committer* commits everything decided so far (up to `max_batch_events`)
+  as one SQLite transaction on the writer thread.
+
+So batch N+1 is decided while batch N's INSERT and fsync run. A caller's
+`append` returns only after the transaction holding its events committed, and
+results are delivered strictly in decision order (a duplicate of an event still
+being committed returns after that event's commit).
 
 Deciding an event, in order:
-1. its idempotency key exists (committed, or earlier in this batch): the
-   existing event is returned and nothing is appended;
+1. its idempotency key exists (committed, being committed, or earlier in this
+   batch): the existing event is returned and nothing is appended;
 2. its guard (a synchronous callable, optional) refuses it: nothing is appended;
 3. otherwise it gets the next seq and is *staged*: every registered stager is
    called with it before the next event is decided, so guards of later events
@@ -15,9 +23,16 @@ Deciding an event, in order:
    point for decisions such as "grant this claim only if the attempt is still
    open" without any lock.
 
-Stagers see events before their commit completes. A failed commit therefore
-leaves them ahead of the log, and the log is closed for good (`LogClosed`):
-the daemon must stop and rebuild its state from the log on restart.
+Stagers see events before their commit completes, and with pipelining they may
+see a later batch before an earlier one committed. A failed commit therefore
+leaves them ahead of the log: every batch decided after it fails too (its seqs
+continue the failed batch), the log is closed for good (`LogClosed`), and the
+daemon must stop and rebuild its state from the log on restart. A guard or
+stager that raises closes the log the same way.
+
+Payloads are encoded to canonical JSON inside `append`/`append_many`, in the
+caller: a payload that is not JSON-serializable raises there (TypeError,
+ValueError or RecursionError) and affects nobody else.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import fcntl
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,8 +51,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from krakod.log.store import SqliteEventStore, build_read_query, configure_connection, row_to_event
-from krakod.log.types import AppendResult, DataDirLocked, Event, LogClosed, LogError, NewEvent
+from krakod.log.store import SqliteEventStore, SqliteKeyReader, build_read_query, configure_connection, row_to_event
+from krakod.log.types import AppendResult, DataDirLocked, Event, LogClosed, LogError, NewEvent, canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +67,44 @@ LOCK_FILE_NAME = "krakod.lock"
 @dataclass(frozen=True, slots=True)
 class LogLimits:
     queue_max_requests: int = 10_000  # appends waiting for the writer; callers wait beyond this
-    max_batch_events: int = 2_000  # events committed in one transaction
+    max_batch_events: int = 2_000  # events committed in one transaction (one request may exceed it)
+    # Events decided in one step. Smaller than a transaction so that the first part of a burst
+    # is committing while the rest is decided; the committer merges what was decided meanwhile.
+    max_decide_events: int = 256
     max_request_events: int = 5_000  # events in one append_many call
+    # Decided but not yet committed events: bounds the pipeline (and the memory of staged keys).
+    max_uncommitted_events: int = 4_000
 
 
-@dataclass(slots=True)
 class _Request:
-    events: Sequence[NewEvent]
-    guards: Sequence[Guard | None]
-    future: asyncio.Future[list[AppendResult]]
+    """One append_many call on its way through the writer."""
+
+    __slots__ = ("events", "future", "guards", "keys", "payloads")
+
+    def __init__(
+        self,
+        events: Sequence[NewEvent],
+        keys: list[str],
+        payloads: list[str],
+        guards: Sequence[Guard | None] | None,
+        future: asyncio.Future[list[AppendResult]],
+    ) -> None:
+        self.events = events
+        self.keys = keys
+        self.payloads = payloads
+        self.guards = guards
+        self.future = future
+
+
+class _Decided:
+    """A decided batch waiting for its commit: results to deliver, events to insert."""
+
+    __slots__ = ("outcomes", "requests", "staged")
+
+    def __init__(self, requests: list[_Request], outcomes: list[list[AppendResult]], staged: list[Event]) -> None:
+        self.requests = requests
+        self.outcomes = outcomes
+        self.staged = staged
 
 
 class DataDirLock:
@@ -99,50 +144,80 @@ class EventLog:
         self.path = Path(path)
         self.limits = limits or LogLimits()
         self._store = SqliteEventStore(self.path, synchronous=synchronous)
+        self._keys = SqliteKeyReader(self.path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="krako-log-writer")
-        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=self.limits.queue_max_requests)
+        self._key_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="krako-log-keys")
         self._reader: aiosqlite.Connection | None = None
-        self._writer_task: asyncio.Task[None] | None = None
         self._stagers: list[Stager] = []
         self._commit_listeners: list[CommitListener] = []
         self._committed = asyncio.Event()
-        self._last_seq = 0
+        self._last_seq = 0  # highest committed seq
         self._accepting = False
+        self._closing = False
+        self._closed = False
         self._failure: BaseException | None = None
+        # Intake: requests waiting for the decider, bounded by queue_max_requests.
+        self._intake: deque[_Request] = deque()
+        self._intake_ready = asyncio.Event()
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._callers_waiting_for_space = 0
+        # Between the stages: decided batches waiting for the committer.
+        self._decided: deque[_Decided] = deque()
+        self._decided_ready = asyncio.Event()
+        self._decided_seq = 0  # highest staged seq
+        self._uncommitted_events = 0
+        self._room = asyncio.Event()  # set by the committer whenever it frees pipeline room
+        # Keys staged but possibly invisible to the key reader's snapshot, and keys of
+        # commits that any lookup starting from now on will see (evicted by the decider).
+        self._staged_keys: dict[str, Event] = {}
+        self._visible_keys: list[str] = []
+        self._decider_task: asyncio.Task[None] | None = None
+        self._committer_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._store.open)
-        self._last_seq = await loop.run_in_executor(self._executor, self._store.last_seq)
         try:
+            self._last_seq = await loop.run_in_executor(self._executor, self._store.last_seq)
+            await loop.run_in_executor(self._key_executor, self._keys.open)
             self._reader = await aiosqlite.connect(self.path)
             await self._reader.execute("PRAGMA busy_timeout=5000")
             await self._reader.execute("PRAGMA query_only=1")
         except Exception as exc:
+            await loop.run_in_executor(self._key_executor, self._keys.close)
             await loop.run_in_executor(self._executor, self._store.close)
-            raise LogError(f"opening reader of {self.path}: {exc}") from exc
+            if self._reader is not None:
+                await self._reader.close()
+                self._reader = None
+            raise LogError(f"opening readers of {self.path}: {exc}") from exc
+        self._decided_seq = self._last_seq
         self._accepting = True
-        self._writer_task = asyncio.create_task(self._write_loop(), name="krako-log-writer")
+        self._decider_task = asyncio.create_task(self._decide_loop(), name="krako-log-decider")
+        self._committer_task = asyncio.create_task(self._commit_loop(), name="krako-log-committer")
 
     async def close(self) -> None:
         """Stop intake, commit what is queued, close the database. Safe to call twice."""
-        if self._writer_task is None and self._reader is None:
+        if self._closed or (self._decider_task is None and self._reader is None):
             return
         self._accepting = False
-        if self._writer_task is not None:
-            if not self._writer_task.done():
-                await self._queue.put(None)  # sentinel: everything before it gets committed
-            with contextlib.suppress(Exception):
-                await self._writer_task
-            self._writer_task = None
+        self._closing = True
+        self._intake_ready.set()
+        for task in (self._decider_task, self._committer_task):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+        self._decider_task = self._committer_task = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._key_executor, self._keys.close)
         await loop.run_in_executor(self._executor, self._store.close)
+        self._key_executor.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+        self._closed = True
         self._wake_subscribers()
 
     @property
@@ -158,12 +233,13 @@ class EventLog:
         self._stagers.append(stager)
 
     def add_commit_listener(self, listener: CommitListener) -> None:
+        """Called on the event loop once per committed transaction, with its events in seq order."""
         self._commit_listeners.append(listener)
 
     # -- appending -------------------------------------------------------------
 
     async def append(self, event: NewEvent, *, guard: Guard | None = None) -> AppendResult:
-        return (await self.append_many([event], guards=[guard]))[0]
+        return (await self.append_many([event], guards=None if guard is None else [guard]))[0]
 
     async def append_many(
         self, events: Sequence[NewEvent], *, guards: Sequence[Guard | None] | None = None
@@ -175,72 +251,215 @@ class EventLog:
             raise ValueError(f"append_many takes at most {self.limits.max_request_events} events")
         if guards is not None and len(guards) != len(events):
             raise ValueError("guards must match events one to one")
-        self._check_accepting()
+        if self._failure is not None or not self._accepting:
+            self._check_accepting()
+        # Encoded here, in the caller: a bad payload fails this call only, not the writer.
+        keys = [e.idempotency_key if e.idempotency_key is not None else f"event:{e.event_id}" for e in events]
+        payloads = [canonical_json(e.payload) for e in events]
+        if guards is not None and not any(guards):
+            guards = None
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(events, guards or [None] * len(events), future))
+        request = _Request(events, keys, payloads, guards, future)
+        if self._space_waiters or len(self._intake) >= self.limits.queue_max_requests:
+            await self._wait_for_space(request)
+        else:
+            self._intake.append(request)
+            if not self._intake_ready.is_set():
+                self._intake_ready.set()
         return await future
 
-    def _check_accepting(self) -> None:
+    async def _wait_for_space(self, request: _Request) -> None:
+        """Queue behind earlier waiters until the intake has room, then enqueue the request."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._space_waiters.append(waiter)
+        # Counted until enqueued, so that close() drains callers admitted before it began.
+        self._callers_waiting_for_space += 1
+        try:
+            await waiter
+            self._check_failed()
+            self._intake.append(request)
+        finally:
+            self._callers_waiting_for_space -= 1
+            if not waiter.done():
+                waiter.cancel()
+                self._space_waiters.remove(waiter)
+            self._intake_ready.set()
+
+    def _release_space_waiters(self) -> None:
+        room = self.limits.queue_max_requests - len(self._intake)
+        while room > 0 and self._space_waiters:
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
+
+    def _check_failed(self) -> None:
         if self._failure is not None:
             raise LogClosed(f"event log failed earlier: {self._failure}")
+
+    def _check_accepting(self) -> None:
+        self._check_failed()
         if not self._accepting:
             raise LogClosed("event log is closed")
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = False
-        while not stop:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = len(first.events)
-            while size < self.limits.max_batch_events and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-                size += len(item.events)
-            try:
-                await self._commit_batch(loop, batch)
-            except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
-                self._fail(exc, batch)
-                return
+    # -- the writer: decider stage ----------------------------------------------
 
-    async def _commit_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
-        keys = [e.key() for r in batch for e in r.events]
-        existing = await loop.run_in_executor(self._executor, self._store.find_by_keys, keys)
+    async def _decide_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[_Request] = []
+        try:
+            while self._failure is None:
+                if not self._intake:
+                    if self._closing and self._callers_waiting_for_space == 0:
+                        break
+                    self._intake_ready.clear()
+                    await self._intake_ready.wait()
+                    continue
+                if self._uncommitted_events >= self.limits.max_uncommitted_events:
+                    # Pipeline full: wait for a commit; meanwhile the next batch grows.
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                batch = self._take_intake()
+                self._release_space_waiters()
+                found = await self._lookup_keys(loop, batch)
+                if self._failure is not None:
+                    break
+                self._stage(batch, found)
+                batch = []
+        except BaseException as exc:  # a guard or stager failed: every waiter must hear of it
+            self._fail(exc, batch)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if self._failure is not None:
+                self._fail(self._failure, batch)
+            # The committer drains what was decided, then stops.
+            self._decided_ready.set()
+
+    def _take_intake(self) -> list[_Request]:
+        intake = self._intake
+        batch = [intake.popleft()]
+        size = len(batch[0].events)
+        limit = self.limits.max_decide_events
+        while intake and size + len(intake[0].events) <= limit:
+            request = intake.popleft()
+            batch.append(request)
+            size += len(request.events)
+        return batch
+
+    async def _lookup_keys(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> dict[str, Event]:
+        """Committed events for the batch's keys that are not staged in memory.
+
+        Keys of commits finished before this lookup starts are visible to it, so they
+        leave the in-memory map now; keys of commits still running stay in it.
+        """
+        staged = self._staged_keys
+        for key in self._visible_keys:
+            staged.pop(key, None)
+        self._visible_keys = []
+        unknown = [key for request in batch for key in request.keys if key not in staged]
+        if not unknown:
+            return {}
+        return await loop.run_in_executor(self._key_executor, self._keys.find_by_keys, unknown)
+
+    def _stage(self, batch: list[_Request], found: dict[str, Event]) -> None:
+        known = self._staged_keys
+        if found:
+            # Committed events found by the lookup join the map until the next decision
+            # step, so that one dict answers for committed, in-flight and earlier-in-batch keys.
+            known.update(found)
+            self._visible_keys.extend(found)
+        stagers = self._stagers
+        seq = self._decided_seq
         ts_us = time.time_ns() // 1_000
         staged: list[Event] = []
         outcomes: list[list[AppendResult]] = []
-        seq = self._last_seq
         for request in batch:
             results: list[AppendResult] = []
-            for new, guard in zip(request.events, request.guards, strict=True):
-                key = new.key()
-                first = existing.get(key)
+            events = request.events
+            guards = request.guards
+            payloads = request.payloads
+            for index, key in enumerate(request.keys):
+                first = known.get(key)
                 if first is not None:
-                    results.append(AppendResult(first, created=False))
+                    results.append(AppendResult(first, False))
                     continue
-                reason = guard(new) if guard is not None else None
-                if reason is not None:
-                    results.append(AppendResult(None, created=False, refused=reason))
-                    continue
+                new = events[index]
+                if guards is not None:
+                    guard = guards[index]
+                    reason = None if guard is None else guard(new)
+                    if reason is not None:
+                        results.append(AppendResult(None, False, reason))
+                        continue
                 seq += 1
-                event = new.to_event(seq, ts_us)
-                existing[key] = event
+                event = Event(
+                    seq,
+                    new.event_id,
+                    new.type,
+                    key,
+                    ts_us,
+                    new.tenant_id,
+                    new.execution_session_id,
+                    new.work_unit_id,
+                    new.source,
+                    payloads[index],
+                )
+                known[key] = event
                 staged.append(event)
-                for stager in self._stagers:
+                for stager in stagers:
                     stager(event)
-                results.append(AppendResult(event, created=True))
+                results.append(AppendResult(event, True))
             outcomes.append(results)
-        await loop.run_in_executor(self._executor, self._store.insert, staged)
+        self._decided_seq = seq
+        self._uncommitted_events += len(staged)
+        self._decided.append(_Decided(batch, outcomes, staged))
+        self._decided_ready.set()
+
+    # -- the writer: committer stage --------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._failure is None:
+            if not self._decided:
+                if self._decider_task is None or self._decider_task.done():
+                    return
+                self._decided_ready.clear()
+                await self._decided_ready.wait()
+                continue
+            taken = self._take_decided()
+            staged = [event for decided in taken for event in decided.staged]
+            try:
+                if staged:
+                    await loop.run_in_executor(self._executor, self._store.insert, staged)
+            except BaseException as exc:  # every waiter must hear of it
+                self._fail(exc, [r for decided in taken for r in decided.requests])
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            self._committed_batches(taken, staged)
+
+    def _take_decided(self) -> list[_Decided]:
+        decided = self._decided
+        taken = [decided.popleft()]
+        size = len(taken[0].staged)
+        limit = self.limits.max_batch_events
+        while decided and size + len(decided[0].staged) <= limit:
+            batch = decided.popleft()
+            taken.append(batch)
+            size += len(batch.staged)
+        return taken
+
+    def _committed_batches(self, taken: list[_Decided], staged: list[Event]) -> None:
         if staged:
-            self._last_seq = seq
-        for request, results in zip(batch, outcomes, strict=True):
-            if not request.future.done():
-                request.future.set_result(results)
+            self._last_seq = staged[-1].seq
+            self._uncommitted_events -= len(staged)
+            self._visible_keys.extend(event.idempotency_key for event in staged)
+            self._room.set()
+        for decided in taken:
+            for request, results in zip(decided.requests, decided.outcomes, strict=True):
+                if not request.future.done():
+                    request.future.set_result(results)
         if staged:
             for listener in self._commit_listeners:
                 try:
@@ -249,18 +468,28 @@ class EventLog:
                     log.exception("commit listener %r failed", listener)
             self._wake_subscribers()
 
-    def _fail(self, exc: BaseException, batch: list[_Request]) -> None:
-        self._failure = exc
+    def _fail(self, exc: BaseException, in_hand: Iterable[_Request]) -> None:
+        """Close the log for good and fail every append that has not committed."""
+        if self._failure is None:
+            self._failure = exc
+            log.critical("event log failed; the log is closed: %s", exc)
         self._accepting = False
-        log.critical("event log commit failed; the log is closed: %s", exc)
-        closed = LogClosed(f"commit failed: {exc}")
-        for request in batch:
+        closed = LogClosed(f"event log failed: {self._failure}")
+        pending: list[_Request] = list(in_hand)
+        pending.extend(r for decided in self._decided for r in decided.requests)
+        pending.extend(self._intake)
+        self._decided.clear()
+        self._intake.clear()
+        for request in pending:
             if not request.future.done():
                 request.future.set_exception(closed)
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None and not item.future.done():
-                item.future.set_exception(closed)
+        while self._space_waiters:
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the waiter re-checks and raises LogClosed
+        self._room.set()
+        self._intake_ready.set()
+        self._decided_ready.set()
         self._wake_subscribers()
 
     # -- reading ---------------------------------------------------------------
@@ -272,7 +501,7 @@ class EventLog:
     async def wait_for_commit(self, after_seq: int, timeout_s: float | None = None) -> bool:
         """Wait until the log holds an event beyond after_seq. False on timeout or close."""
         while self._last_seq <= after_seq:
-            if not self._accepting and self._writer_task is None:
+            if self._closed:
                 return False
             try:
                 await asyncio.wait_for(self._committed.wait(), timeout_s)
@@ -293,8 +522,9 @@ class EventLog:
             raise LogClosed("event log is closed")
         sql, params = build_read_query(after_seq, limit, types, work_unit_id)
         try:
-            async with self._reader.execute(sql, params) as cursor:
-                rows = await cursor.fetchall()
+            # One call on the reader's thread runs the statement to its end, so no other
+            # query on this connection runs inside its read transaction (and its snapshot).
+            rows = await self._reader.execute_fetchall(sql, params)
         except Exception as exc:
             raise LogError(f"reading events after seq {after_seq}: {exc}") from exc
         return [row_to_event(r) for r in rows]
@@ -330,9 +560,13 @@ class EventLog:
             "SELECT seq, event_id, type, idempotency_key, ts_us, tenant_id, execution_session_id, "
             "work_unit_id, source, payload FROM events WHERE idempotency_key = ?"
         )
-        async with self._reader.execute(sql, (key,)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else row_to_event(row)
+        # execute_fetchall, not fetchone: a statement left unfinished would keep its read
+        # transaction open, and later reads on this connection would see that old snapshot.
+        try:
+            rows = await self._reader.execute_fetchall(sql, (key,))
+        except Exception as exc:
+            raise LogError(f"looking up idempotency key {key!r}: {exc}") from exc
+        return None if not rows else row_to_event(next(iter(rows)))
 
 
 async def replay_all(log: EventLog, handler: Callable[[Event], None], *, batch: int = 5000) -> int:
