@@ -48,7 +48,12 @@ class PlacementContext:
 
 
 class Filter(Protocol):
+    """`applies` is asked once per placement (kube's PreFilter "skip"): a filter that
+    cannot reject anything for this request is left out of the per-node loop."""
+
     name: str
+
+    def applies(self, ctx: PlacementContext) -> bool: ...
 
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None: ...
 
@@ -57,6 +62,9 @@ class NodeStateFilter:
     """Disabled, draining, down or disconnected nodes take nothing new."""
 
     name = "node_state"
+
+    def applies(self, ctx: PlacementContext) -> bool:
+        return True
 
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         if node.disabled:
@@ -74,6 +82,9 @@ class KindFilter:
 
     name = "kind"
 
+    def applies(self, ctx: PlacementContext) -> bool:
+        return True
+
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         if ctx.request.kind not in node.kinds:
             return f"does not run {ctx.request.kind}"
@@ -82,6 +93,9 @@ class KindFilter:
 
 class CapacityFilter:
     name = "capacity"
+
+    def applies(self, ctx: PlacementContext) -> bool:
+        return True
 
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         if node.available_slots < 1:
@@ -94,6 +108,9 @@ class RegionFilter:
 
     name = "region"
 
+    def applies(self, ctx: PlacementContext) -> bool:
+        return ctx.request.region_required
+
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         request = ctx.request
         if request.region_required and node.region != request.region:
@@ -103,6 +120,9 @@ class RegionFilter:
 
 class VersionFilter:
     name = "version"
+
+    def applies(self, ctx: PlacementContext) -> bool:
+        return ctx.request.min_version_key is not None
 
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         wanted = ctx.request.min_version_key
@@ -121,6 +141,9 @@ class HandlerFilter:
 
     name = "handler"
 
+    def applies(self, ctx: PlacementContext) -> bool:
+        return ctx.request.kind == KIND_CPU and bool(ctx.request.handler)
+
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         request = ctx.request
         handlers = node.hello.handlers
@@ -133,6 +156,9 @@ class LlmFilter:
     """An llm_pod unit's tier and model (when given) must be served by the node."""
 
     name = "llm_model"
+
+    def applies(self, ctx: PlacementContext) -> bool:
+        return ctx.request.kind == KIND_LLM and bool(ctx.request.llm_tier or ctx.request.llm_model)
 
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         request = ctx.request
@@ -153,6 +179,9 @@ class PrivacyFilter:
     min_trust: float
     name: str = "privacy"
 
+    def applies(self, ctx: PlacementContext) -> bool:
+        return ctx.request.privacy == PRIVACY_LOCAL_ONLY
+
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         if ctx.request.privacy != PRIVACY_LOCAL_ONLY:
             return None
@@ -170,6 +199,9 @@ class TrustFilter:
     suspend_below: float
     name: str = "trust"
 
+    def applies(self, ctx: PlacementContext) -> bool:
+        return True
+
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         if node.node_id in ctx.trust.quarantined:
             return "quarantined"
@@ -182,6 +214,9 @@ class CircuitFilter:
     """A node whose circuit breaker is open (or half-open with its probe in use)."""
 
     name = "circuit"
+
+    def applies(self, ctx: PlacementContext) -> bool:
+        return ctx.gate is not None
 
     def check(self, node: NodeState, ctx: PlacementContext) -> str | None:
         if ctx.gate is not None and not ctx.gate.allows(node.node_id, ctx.now_ms):

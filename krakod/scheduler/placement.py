@@ -84,7 +84,7 @@ class PlacementConfig:
     stale_health_penalty: float = 0.15  # ...and costs this much score
     streak_limit: int = 3  # at most this many consecutive placements on one node, given a near-tie
     anti_affinity_margin: float = 0.03  # "near-tie": runner-up within this score of the best
-    max_feasible: int = 16  # examine at most this many feasible nodes (LimitIterator)
+    max_feasible: int = 8  # score at most this many feasible nodes (Nomad's LimitIterator)
     max_examined: int = 256  # and look at no more than this many nodes in all
     max_fanout: int = 8  # multi-agent mode offers a unit to at most this many nodes
     suspend_trust_below: float = 0.2  # trust under this suspends a node
@@ -188,11 +188,12 @@ class Scheduler:
         rejected: Counter[str] = Counter()
         details: dict[str, str] = {}
         examined = 0
+        filters = [f for f in self.filters if f.applies(ctx)]
         for node in self._candidates(request):
             if len(feasible) >= limit or examined >= self.config.max_examined:
                 break
             examined += 1
-            for check in self.filters:
+            for check in filters:
                 why = check.check(node, ctx)
                 if why is not None:
                     rejected[check.name] += 1
@@ -201,9 +202,9 @@ class Scheduler:
             else:
                 (fallback if node.node_id in exclude else feasible).append(self._score(node, ctx))
         if feasible:
-            return self._choose(request, sorted(feasible, key=lambda c: c.rank_key), fanout, gate, now_ms)
+            return self._choose(request, sorted(feasible), fanout, gate, now_ms)
         if fallback:
-            placement = self._choose(request, sorted(fallback, key=lambda c: c.rank_key), fanout, gate, now_ms)
+            placement = self._choose(request, sorted(fallback), fanout, gate, now_ms)
             return dataclasses.replace(placement, reason="excluded_fallback")
         return self._deferral(request, rejected, details, examined)
 
@@ -214,28 +215,22 @@ class Scheduler:
         seed = int.from_bytes(digest[:8], "big")
         nodes = self.registry
         if request.region:
-            for node_id in _rotate(nodes.free_nodes(request.kind, request.region), seed):
-                yield nodes[node_id]
+            yield from _rotate(nodes.free_states(request.kind, request.region), seed)
             if request.region_required:
                 return
-        for node_id in _rotate(nodes.free_nodes(request.kind, ALL_REGIONS), seed):
-            node = nodes[node_id]
-            if node.region != request.region:
+        region = request.region
+        for node in _rotate(nodes.free_states(request.kind, ALL_REGIONS), seed):
+            if node.hello.region != region:
                 yield node
 
     def _score(self, node: NodeState, ctx: PlacementContext) -> Candidate:
-        values = [scorer.score(node, ctx) for scorer in self._scorers]
-        total = sum(w * v for w, v in zip(self._weights, values, strict=True))
-        stale = node.heartbeat_age_ms(ctx.now_ms) > self.config.stale_health_ms
+        values = tuple([scorer.score(node, ctx) for scorer in self._scorers])
+        total = 0.0
+        for weight, value in zip(self._weights, values, strict=True):
+            total += weight * value
+        stale = ctx.now_ms - node.last_heartbeat_ms > self.config.stale_health_ms
         penalty = self.config.stale_health_penalty if stale else 0.0
-        c, load, t, r = (micro(v) for v in values)
-        return Candidate(
-            node_id=node.node_id,
-            score_micro=micro(total - penalty),
-            components_micro=(c, load, t, r),
-            penalty_micro=micro(penalty),
-            queue_depth=node.measured.queue_depth,
-        )
+        return Candidate(-micro(total - penalty), node.measured.queue_depth, node.node_id, values, penalty)
 
     def _choose(
         self, request: PlacementRequest, ranked: list[Candidate], fanout: int, gate: NodeGate | None, now_ms: int
@@ -278,7 +273,7 @@ class Scheduler:
         if request.region_required:
             reasons["region"] += registry.population(kind) - registry.population(kind, scope)
         reasons.update(registry.excluded(kind, scope))
-        reasons["limit"] += len(registry.free_nodes(kind, scope)) - examined
+        reasons["limit"] += len(registry.free_states(kind, scope)) - examined
         return Deferral(
             work_unit_id=request.work_unit_id,
             attempt=request.attempt,
@@ -289,13 +284,14 @@ class Scheduler:
         )
 
 
-def _rotate(ids: list[str], seed: int) -> Iterator[str]:
-    """All ids once, starting at seed mod len(ids), wrapping around."""
-    count = len(ids)
+def _rotate(nodes: Sequence[NodeState], seed: int) -> Iterator[NodeState]:
+    """All nodes once, starting at seed mod len(nodes), wrapping around. Lazy: a bounded
+    scan reads only what it uses, whatever the bucket's size."""
+    count = len(nodes)
     if count == 0:
         return
     start = seed % count
     for index in range(start, count):
-        yield ids[index]
+        yield nodes[index]
     for index in range(start):
-        yield ids[index]
+        yield nodes[index]

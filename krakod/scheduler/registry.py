@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from krakod.scheduler._version import VersionKey, parse_version
@@ -131,11 +131,13 @@ class NodeState:
     @property
     def in_flight(self) -> int:
         """The larger of the daemon's count and the agent's own report (either may lag)."""
-        return max(self.reserved, self.measured.in_flight)
+        reserved, reported = self.reserved, self.measured.in_flight
+        return reserved if reserved > reported else reported
 
     @property
     def available_slots(self) -> int:
-        return max(0, self.hello.concurrency - self.in_flight)
+        free = self.hello.concurrency - self.in_flight
+        return free if free > 0 else 0  # no max(): this is on placement's hot path
 
     def heartbeat_age_ms(self, now_ms: int) -> int:
         return max(0, now_ms - self.last_heartbeat_ms)
@@ -147,7 +149,7 @@ class NodeRegistry:
     def __init__(self, *, config: RegistryConfig | None = None) -> None:
         self.config = config or RegistryConfig()
         self._nodes: dict[str, NodeState] = {}
-        self._free: dict[tuple[str, str], list[str]] = {}
+        self._free: dict[tuple[str, str], list[NodeState]] = {}  # sorted by node id
         self._population: Counter[tuple[str, str]] = Counter()
         self._excluded: dict[tuple[str, str], Counter[str]] = {}
         self._health_counts: Counter[HealthStatus] = Counter()
@@ -302,8 +304,12 @@ class NodeRegistry:
         return freed
 
     def free_nodes(self, kind: str, region: str = ALL_REGIONS) -> list[str]:
-        """Sorted ids of nodes of `kind` in `region` that can take work now. Do not mutate."""
-        return self._free.get((kind, region), [])
+        """Sorted ids of nodes of `kind` in `region` that can take work now."""
+        return [node.node_id for node in self._free.get((kind, region), ())]
+
+    def free_states(self, kind: str, region: str = ALL_REGIONS) -> Sequence[NodeState]:
+        """The same nodes, by node id: placement's candidate source. Read only."""
+        return self._free.get((kind, region), ())
 
     def population(self, kind: str, region: str = ALL_REGIONS) -> int:
         """Nodes of `kind` in `region`, whatever their state."""
@@ -368,12 +374,12 @@ class NodeRegistry:
         old = node.index_reason
         for key in self._keys(node):
             if old is None:
-                ids = self._free[key]
-                del ids[bisect_left(ids, node.node_id)]
+                free = self._free[key]
+                del free[bisect_left(free, node.node_id, key=_node_id)]
             elif old != "unindexed":
                 self._excluded[key][old] -= 1
             if reason is None:
-                insort(self._free.setdefault(key, []), node.node_id)
+                insort(self._free.setdefault(key, []), node, key=_node_id)
             elif reason != "unindexed":
                 self._excluded.setdefault(key, Counter())[reason] += 1
         if reason is None:
@@ -406,6 +412,10 @@ class NodeRegistry:
             "memory_available_bytes": measured.memory_available_bytes,
             "reason": reason,
         }
+
+
+def _node_id(node: NodeState) -> str:
+    return node.hello.node_id
 
 
 def _index_reason(node: NodeState) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 __all__ = ["COMPONENTS", "Candidate", "Deferral", "Placement", "micro", "micro_to_decimal"]
 
@@ -26,24 +27,35 @@ def micro_to_decimal(value: int) -> str:
     return str(Decimal(value).scaleb(-6).quantize(Decimal("0.000001")))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Candidate:
-    """A node that passed every filter, with its score. Sort key: `rank_key`."""
+class Candidate(NamedTuple):
+    """A node that passed every filter, with its score.
 
-    node_id: str
-    score_micro: int
-    components_micro: tuple[int, int, int, int]  # in COMPONENTS order, each in [0, 1e6]
-    penalty_micro: int
+    The field order is the rank order, so plain tuple comparison ranks candidates:
+    higher score, then lower queue depth, then smallest node id (ids are unique, so the
+    comparison never reaches the floats). A tuple, because placement builds many.
+    """
+
+    neg_score_micro: int
     queue_depth: int
+    node_id: str
+    values: tuple[float, ...]  # component values in COMPONENTS order, each in [0, 1]
+    penalty: float
 
     @property
-    def rank_key(self) -> tuple[int, int, str]:
-        # Higher score, then lower queue depth, then smallest node id.
-        return (-self.score_micro, self.queue_depth, self.node_id)
+    def score_micro(self) -> int:
+        return -self.neg_score_micro
+
+    @property
+    def penalty_micro(self) -> int:
+        return micro(self.penalty)
+
+    @property
+    def components_micro(self) -> tuple[int, ...]:
+        return tuple(micro(v) for v in self.values)
 
     @property
     def components(self) -> dict[str, str]:
-        return {name: micro_to_decimal(v) for name, v in zip(COMPONENTS, self.components_micro, strict=True)}
+        return {name: micro_to_decimal(micro(v)) for name, v in zip(COMPONENTS, self.values, strict=True)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -41,8 +41,12 @@ class LoadScorer:
 
     def score(self, node: NodeState, ctx: PlacementContext) -> float:
         measured = node.measured
-        load = max(measured.utilization, node.in_flight / node.concurrency, measured.cpu_load)
-        return 1.0 - _unit(load)
+        load = node.in_flight / node.concurrency
+        if measured.utilization > load:
+            load = measured.utilization
+        if measured.cpu_load > load:
+            load = measured.cpu_load
+        return 0.0 if load >= 1.0 else 1.0 - load if load > 0.0 else 1.0
 
 
 class TrustScorer:

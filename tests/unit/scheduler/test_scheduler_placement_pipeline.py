@@ -136,6 +136,9 @@ def test_fanout_outside_its_bounds_is_refused(fanout: int) -> None:
 class CountingFilter:
     name = "counting"
 
+    def applies(self, ctx: PlacementContext) -> bool:
+        return True
+
     def __init__(self) -> None:
         self.seen: list[str] = []
 
