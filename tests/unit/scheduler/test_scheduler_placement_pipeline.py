@@ -288,3 +288,54 @@ def test_an_excluded_node_is_used_when_nothing_else_fits() -> None:
     outcome = scheduler.place(PlacementRequest(work_unit_id="wu", kind="cpu"), now_ms=NOW_MS, exclude=frozenset({"a"}))
     assert isinstance(outcome, Placement)
     assert (outcome.node_id, outcome.reason) == ("a", "excluded_fallback")
+
+
+def test_a_deferred_unit_is_placed_once_a_node_of_its_kind_joins() -> None:
+    registry = build_fleet([N(node_id="cpu-1")])
+    scheduler = Scheduler(registry=registry)
+    request = PlacementRequest(work_unit_id="wu", kind="llm_pod")
+    assert isinstance(scheduler.place(request, now_ms=NOW_MS), Deferral)
+    registry.take_freed_kinds()
+    build_fleet([N(node_id="llm-1", kinds=("llm_pod",))], registry)
+    assert "llm_pod" in registry.take_freed_kinds()  # the daemon's cue to retry its deferred llm_pod units
+    retried = scheduler.place(PlacementRequest(work_unit_id="wu", kind="llm_pod", round=2), now_ms=NOW_MS)
+    assert isinstance(retried, Placement) and retried.node_id == "llm-1"
+
+
+def test_no_placement_ever_breaks_a_hard_constraint() -> None:
+    """Spec invariant 7 and the hard filters, over many random fleets and units."""
+    rng = random.Random(42)
+    for fleet_seed in range(5):
+        fleet = random_fleet(fleet_seed, 150)
+        fleet = [
+            N(**{**spec.__dict__, "draining": rng.random() < 0.1, "disabled": rng.random() < 0.05})
+            for spec in fleet
+        ]
+        registry = build_fleet(fleet)
+        trust = TrustView(scores={spec.node_id: rng.random() for spec in fleet if rng.random() < 0.5},
+                          quarantined=frozenset(spec.node_id for spec in fleet if rng.random() < 0.05))
+        scheduler = Scheduler(registry=registry)
+        for index in range(200):
+            request = PlacementRequest(
+                work_unit_id=f"wu-{fleet_seed}-{index}",
+                kind=rng.choice(["cpu", "llm_pod"]),
+                region=rng.choice(["eu", "us", "ap", ""]) or "eu",
+                region_required=rng.random() < 0.3,
+                min_runtime_version=rng.choice(["", "1.2.0", "2.0.0"]),
+                privacy=rng.choice(["", "local_only"]),
+            )
+            outcome = scheduler.place(request, now_ms=NOW_MS, trust=trust, fanout=rng.randint(1, 3))
+            if isinstance(outcome, Deferral):
+                assert sum(outcome.reasons.values()) == outcome.candidates
+                continue
+            for node_id in outcome.offered_to:
+                node = registry[node_id]
+                assert request.kind in node.kinds
+                assert node.connected and not node.draining and not node.disabled
+                assert node.available_slots >= 1
+                assert node_id not in trust.quarantined and trust.score(node_id) >= 0.2
+                assert not request.region_required or node.region == request.region
+                assert request.min_version_key is None or (node.version_key or (0,)) >= request.min_version_key
+                if request.privacy == "local_only":
+                    assert "cpu" in node.kinds and trust.score(node_id) >= 0.5
+            registry.reserve_slot(outcome.node_id)

@@ -227,7 +227,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(OPS)
 def test_the_index_always_matches_a_full_scan(ops: list[tuple[str, int, int]]) -> None:
     regions, kinds = ["eu", "us"], [("cpu",), ("llm_pod",), ("cpu", "llm_pod")]
