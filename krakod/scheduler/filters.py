@@ -51,7 +51,8 @@ class Filter(Protocol):
     """`applies` is asked once per placement (kube's PreFilter "skip"): a filter that
     cannot reject anything for this request is left out of the per-node loop."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def applies(self, ctx: PlacementContext) -> bool: ...
 

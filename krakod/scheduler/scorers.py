@@ -15,7 +15,8 @@ __all__ = ["CapacityScorer", "LoadScorer", "RegionScorer", "Scorer", "TrustScore
 
 
 class Scorer(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def score(self, node: NodeState, ctx: PlacementContext) -> float: ...
 
