@@ -16,7 +16,8 @@ from openai_compatible_server import OpenAICompatibleServer
 
 from agentd.executors.base import AttemptContext
 from agentd.executors.llm import LlmExecutor, LlmSettings, PriceTable
-from agentd.executors.providers import OpenAIProvider, StubProvider
+from agentd.executors.openai_provider import OpenAIProvider
+from agentd.executors.providers import StubProvider
 
 
 def llm_offer(input_value: dict[str, Any], **fields: Any) -> agent_pb2.Offer:
