@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import IO
 
 from krako.v1 import agent_pb2
+
+logger = logging.getLogger(__name__)
 
 AttemptKey = tuple[str, int]
 
@@ -52,7 +55,7 @@ def key_of(result: agent_pb2.Result) -> AttemptKey:
 class _Operation:
     put: agent_pb2.Result | None
     delete: list[AttemptKey]
-    done: asyncio.Future[None]
+    done: asyncio.Future[None] | None  # None: nobody waits for the commit
 
 
 class Outbox:
@@ -116,6 +119,17 @@ class Outbox:
             return
         await self._submit(_Operation(put=None, delete=keys, done=asyncio.get_running_loop().create_future()))
 
+    async def forget(self, keys: Iterable[AttemptKey]) -> None:
+        """Queue the deletion of acknowledged results without waiting for its commit.
+
+        The stream reader uses this so an ack never stalls the grants and offers behind it;
+        losing a queued deletion in a crash only means a duplicate resend, which is safe.
+        Waits only while the writer's queue is full.
+        """
+        keys = [key for key in keys if key in self._keys]
+        if keys and not self._closed:
+            await self._queue.put(_Operation(put=None, delete=keys, done=None))
+
     async def load_all(self) -> list[agent_pb2.Result]:
         """Every stored result, oldest first (what is resent after a reconnect)."""
         blobs = await asyncio.get_running_loop().run_in_executor(self._thread, _blobs, self._connection)
@@ -139,7 +153,8 @@ class Outbox:
         if self._closed:
             raise OutboxError(f"outbox {self.path} is closed")
         await self._queue.put(operation)
-        await operation.done
+        if operation.done is not None:
+            await operation.done
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,8 +166,9 @@ class Outbox:
                 await loop.run_in_executor(self._thread, _apply, self._connection, batch)
             except Exception as error:  # the waiting callers get the error, the writer keeps going
                 failure = OutboxError(f"writing the outbox {self.path} failed: {error}")
+                logger.error("%s", failure)
                 for operation in batch:
-                    if not operation.done.done():
+                    if operation.done is not None and not operation.done.done():
                         operation.done.set_exception(failure)
             else:
                 # Keys change only once committed, even when the caller stopped waiting.
@@ -160,7 +176,7 @@ class Outbox:
                     if operation.put is not None:
                         self._keys.add(key_of(operation.put))
                     self._keys.difference_update(operation.delete)
-                    if not operation.done.done():
+                    if operation.done is not None and not operation.done.done():
                         operation.done.set_result(None)
                 self._note_size()
             for _ in batch:

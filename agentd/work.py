@@ -126,7 +126,7 @@ class WorkLoop:
         for stop in response.stops:
             self.stop(key_of(stop), stop.reason)
         if response.result_acks:
-            await self._outbox.delete(key_of(ack) for ack in response.result_acks)
+            await self._outbox.forget(key_of(ack) for ack in response.result_acks)
         for decision in response.claim_decisions:
             self._decide(decision)
         for offer in response.offers:

@@ -108,7 +108,7 @@ class LlmExecutor:
         elapsed_us = (time.perf_counter_ns() - started_ns) // 1000
         latency_ms = response.latency_ms if response.latency_ms is not None else elapsed_us // 1000
         cost = self._settings.prices.estimate_usd(request.model, response.total_tokens)
-        logger.info(
+        logger.debug(  # per unit: DEBUG, or thousands of lines a second at full speed
             "llm invocation %s#%d model=%s tokens=%d latency_ms=%d usage_reported=%s",
             offer.work_unit_id, offer.attempt, request.model, response.total_tokens, latency_ms,
             response.usage_reported,
@@ -182,7 +182,7 @@ class LlmExecutor:
     def _failed(
         self, request: LlmRequest, error: ProviderError, *, latency_ms: int, duration_us: int
     ) -> agent_pb2.Result:
-        logger.info("llm invocation failed model=%s code=%s: %s", request.model, error.code, error.message)
+        logger.debug("llm invocation failed model=%s code=%s: %s", request.model, error.code, error.message)
         result = failure(error.code, error.message, retryable=error.retryable, duration_us=duration_us)
         result.llm.CopyFrom(
             agent_pb2.LlmInvocation(
