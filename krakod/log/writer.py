@@ -84,8 +84,8 @@ class _Request:
     def __init__(
         self,
         events: Sequence[NewEvent],
-        keys: list[str],
-        payloads: list[str],
+        keys: Sequence[str],
+        payloads: Sequence[str],
         guards: Sequence[Guard | None] | None,
         future: asyncio.Future[list[AppendResult]],
     ) -> None:
@@ -173,6 +173,7 @@ class EventLog:
         self._visible_keys: list[str] = []
         self._decider_task: asyncio.Task[None] | None = None
         self._committer_task: asyncio.Task[None] | None = None
+        self._close_started: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -198,9 +199,19 @@ class EventLog:
         self._committer_task = asyncio.create_task(self._commit_loop(), name="krako-log-committer")
 
     async def close(self) -> None:
-        """Stop intake, commit what is queued, close the database. Safe to call twice."""
+        """Stop intake, commit what is queued, close the database. Safe to call twice, or concurrently."""
         if self._closed or (self._decider_task is None and self._reader is None):
             return
+        if self._close_started is not None:
+            await asyncio.shield(self._close_started)
+            return
+        self._close_started = asyncio.get_running_loop().create_future()
+        try:
+            await self._close()
+        finally:
+            self._close_started.set_result(None)
+
+    async def _close(self) -> None:
         self._accepting = False
         self._closing = True
         self._intake_ready.set()
@@ -239,7 +250,21 @@ class EventLog:
     # -- appending -------------------------------------------------------------
 
     async def append(self, event: NewEvent, *, guard: Guard | None = None) -> AppendResult:
-        return (await self.append_many([event], guards=None if guard is None else [guard]))[0]
+        """Append one event; `append_many` of one event, without its per-call overhead."""
+        if self._failure is not None or not self._accepting:
+            self._check_accepting()
+        key = event.idempotency_key if event.idempotency_key is not None else f"event:{event.event_id}"
+        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
+        request = _Request(
+            (event,), (key,), (canonical_json(event.payload),), None if guard is None else (guard,), future
+        )
+        if self._space_waiters or len(self._intake) >= self.limits.queue_max_requests:
+            await self._wait_for_space(request)
+        else:
+            self._intake.append(request)
+            if not self._intake_ready.is_set():
+                self._intake_ready.set()
+        return (await future)[0]
 
     async def append_many(
         self, events: Sequence[NewEvent], *, guards: Sequence[Guard | None] | None = None

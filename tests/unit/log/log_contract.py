@@ -368,6 +368,15 @@ class EventLogContract:
             await log.read()
         assert not await log.wait_for_commit(log.last_seq, timeout_s=WAIT_S)
 
+    async def test_concurrent_closes_all_wait_for_the_same_shutdown(self, backend: LogBackend) -> None:
+        log = await backend.open_log()
+        pending = asyncio.create_task(log.append_many([new(f"c{n}") for n in range(50)]))
+        await asyncio.sleep(0)  # one turn of the loop: the append reaches the queue
+        await asyncio.gather(log.close(), log.close(), log.close())
+        assert all(r.created for r in await pending)
+        with pytest.raises(LogClosed):
+            await log.append(new("after"))
+
     async def test_close_commits_what_was_queued_before_it(self, backend: LogBackend) -> None:
         log = await backend.open_log()
         appends = [asyncio.create_task(log.append(new(f"q{n}"))) for n in range(200)]
