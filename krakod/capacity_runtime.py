@@ -125,13 +125,13 @@ class CapacityRuntime:
         return self._live_metrics()
 
     def _live_metrics(self) -> MetricsSample:
-        nodes = [n for n in self.dispatcher.nodes.values() if n.connected]
+        nodes = [n for n in self.dispatcher.registry.nodes() if n.connected]
         ttl_ms = self.dispatcher.config.timing.node_ttl_ms
         now = now_ms()
         # Metrics "stop arriving" when agents are connected but none has sent a heartbeat within the TTL.
         fresh = not nodes or any(now - n.last_heartbeat_ms <= ttl_ms for n in nodes)
         total = sum(n.concurrency for n in nodes if not n.draining)
-        busy = sum(min(len(n.assigned), n.concurrency) for n in nodes if not n.draining)
+        busy = sum(min(n.in_flight, n.concurrency) for n in nodes if not n.draining)
         return MetricsSample(
             queue_depth=self.dispatcher.queue_depth(),
             wait_p95_s=self.waits.p95_seconds(int(self.options.controller.window_s * 1000)),

@@ -14,6 +14,8 @@ from krakod.config import DEFAULT_LISTEN, CapacityOptions, Config, ConfigError, 
 from krakod.log import DataDirLocked, LogError
 from krakod.server import Daemon, run_until_signalled
 
+DEFAULT_TIMING = Timing()
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="krakod", description="Krako daemon: event log, scheduler and gRPC services.")
@@ -27,10 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=Path)
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--synchronous", default="FULL", choices=["NORMAL", "FULL", "EXTRA"], help="SQLite synchronous")
-    p.add_argument("--heartbeat-interval-ms", type=int, default=Timing.heartbeat_interval_ms)
-    p.add_argument("--lease-ms", type=int, default=Timing.lease_ms)
-    p.add_argument("--node-ttl-ms", type=int, default=Timing.node_ttl_ms)
-    p.add_argument("--dispatch-timeout-ms", type=int, default=Timing.dispatch_timeout_ms)
+    p.add_argument("--heartbeat-interval-ms", type=int, default=DEFAULT_TIMING.heartbeat_interval_ms)
+    p.add_argument("--lease-ms", type=int, default=DEFAULT_TIMING.lease_ms)
+    p.add_argument("--node-ttl-ms", type=int, default=DEFAULT_TIMING.node_ttl_ms)
+    p.add_argument("--dispatch-timeout-ms", type=int, default=DEFAULT_TIMING.dispatch_timeout_ms)
     p.add_argument("--multi-agent-fanout", type=int, default=1, help="offer each unit to this many agents at once")
     p.add_argument("--handler", action="append", default=[], help="extra cpu handler name to accept (repeatable)")
     p.add_argument("--capacity-window-s", type=float, default=10.0, help="autoscaling controller window")

@@ -37,7 +37,6 @@ from krakod.capacity_runtime import CapacityRuntime
 from krakod.config import BUILTIN_CPU_HANDLERS, Config
 from krakod.dispatch import Dispatcher
 from krakod.log import LOG_FILE_NAME, DataDirLock, Event, EventLog, replay_all
-from krakod.placement_simple import place_simple
 from krakod.units import UnitTable
 
 log = logging.getLogger(__name__)
@@ -63,12 +62,12 @@ class Daemon:
             config=config,
             log=self.log,
             units=self.units,
-            place=lambda unit, nodes, excluded: place_simple(unit, nodes, excluded, config.multi_agent_fanout),
         )
         self.capacity = CapacityRuntime(
             options=config.capacity, log=self.log, dispatcher=self.dispatcher, data_dir=self.data_dir
         )
         self.dispatcher.on_queue_wait = self.capacity.waits.record
+        self.dispatcher.queue_wait_p95_ms = lambda: int(self.capacity.waits.p95_seconds(60_000) * 1000)
         self.auth = Authenticator(config.auth)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None

@@ -284,3 +284,24 @@ def guard_state(table: UnitTable, attempt: int, states: frozenset[str]) -> Calla
         return None
 
     return guard
+
+
+def guard_pair(
+    first: Callable[[NewEvent], str | None],
+) -> tuple[Callable[[NewEvent], str | None], Callable[[NewEvent], str | None]]:
+    """Guards for two events decided together: the second is accepted only if the first was.
+
+    The writer evaluates guards in order, so the follower (e.g. the retry decision after a
+    failure) sees the outcome of its leader (the failure itself) in the same batch.
+    """
+    accepted = [False]
+
+    def leader(new: NewEvent) -> str | None:
+        reason = first(new)
+        accepted[0] = reason is None
+        return reason
+
+    def follower(new: NewEvent) -> str | None:
+        return None if accepted[0] else "the event it follows was refused"
+
+    return leader, follower

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -124,8 +125,13 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     procs: list[Proc] = []
+    # SIGTERM (e.g. from `timeout`) must still stop the processes the demo started.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         return _run(args, root, procs)
+    except KeyboardInterrupt:
+        print("krakoctl demo: interrupted; stopping what it started", file=sys.stderr)
+        return 130
     except (KrakoError, TimeoutError, RuntimeError) as exc:
         print(f"krakoctl demo: {exc}", file=sys.stderr)
         for proc in procs:

@@ -47,7 +47,7 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
         return self.backend.trust_of(node_id) if self.backend is not None else ""
 
     def _circuit(self, node_id: str) -> str:
-        return self.backend.circuit_of(node_id) if self.backend is not None else ""
+        return str(self.dispatcher.breakers.state(node_id, now_ms()).value)
 
     @unary
     async def ListNodes(
@@ -55,7 +55,7 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListNodesResponse:
         self.auth.admin(context)
         now = now_ms()
-        nodes = sorted(self.dispatcher.nodes.values(), key=lambda n: n.node_id)
+        nodes = list(self.dispatcher.registry.nodes())
         return admin_pb2.ListNodesResponse(
             nodes=[node_to_pb(n, now, self._trust(n.node_id), self._circuit(n.node_id)) for n in nodes]
         )
@@ -67,13 +67,13 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
         self.auth.admin(context)
         if not request.node_id:
             raise invalid("node_id is required")
-        if request.node_id not in self.dispatcher.nodes:
+        if request.node_id not in self.dispatcher.registry:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"no node {request.node_id!r}")
         await self.log.append(
             NewEvent(type="node.drain.requested", source="krakod:admin", payload={"node_id": request.node_id})
         )
-        node = self.dispatcher.drain(request.node_id)
-        assert node is not None
+        self.dispatcher.drain(request.node_id)
+        node = self.dispatcher.registry[request.node_id]
         return admin_pb2.DrainNodeResponse(
             node=node_to_pb(node, now_ms(), self._trust(node.node_id), self._circuit(node.node_id))
         )

@@ -16,7 +16,7 @@ from krakod.api.auth import Authenticator, AuthError
 from krakod.config import Config
 from krakod.dispatch import Dispatcher
 from krakod.log import LogClosed, NewEvent
-from krakod.nodes import NodeInfo
+from krakod.scheduler import NodeHello
 
 log = logging.getLogger(__name__)
 VERSION = "3.0.0"
@@ -111,20 +111,20 @@ class AgentApi(agent_pb2_grpc.AgentServiceServicer):
             self.config.limits.agent_outbound_queue,
             self.config.limits.max_stream_batch,
         )
-        node = self._node_from_hello(hello, session.connection_id)
-        previous = self.sessions.get(node.node_id)
-        if previous is not None:
-            previous.close("replaced by a newer connection of the same node")
-        self.sessions[node.node_id] = session
         try:
-            await self.append(self._registered_event(node))
+            registered = self.dispatcher.node_joined(self._node_hello(hello, session.connection_id), session)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        self.sessions[hello.node_id] = session
+        try:
+            await self.append(NewEvent(type="node.registered", source=f"agentd:{hello.node_id}", payload=registered))
         except LogClosed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "krakod is shutting down")
-        self.dispatcher.node_joined(node, session)
         await context.write(
             agent_pb2.ConnectResponse(
                 welcome=agent_pb2.Welcome(
-                    node_id=node.node_id,
+                    node_id=hello.node_id,
                     connection_id=session.connection_id,
                     heartbeat_interval_ms=self.config.timing.heartbeat_interval_ms,
                     lease_ms=self.config.timing.lease_ms,
@@ -133,10 +133,10 @@ class AgentApi(agent_pb2_grpc.AgentServiceServicer):
                 )
             )
         )
-        for stop in self.dispatcher.extend_leases(node.node_id, hello.running):
+        for stop in self.dispatcher.extend_leases(hello.node_id, hello.running):
             session.send(stop)
-        reader = asyncio.create_task(self._read_loop(context, session), name=f"agent-read-{node.node_id}")
-        writer = asyncio.create_task(self._write_loop(context, session), name=f"agent-write-{node.node_id}")
+        reader = asyncio.create_task(self._read_loop(context, session), name=f"agent-read-{hello.node_id}")
+        writer = asyncio.create_task(self._write_loop(context, session), name=f"agent-write-{hello.node_id}")
         closed = asyncio.create_task(session.closed.wait())
         try:
             await asyncio.wait({reader, writer, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -159,10 +159,10 @@ class AgentApi(agent_pb2_grpc.AgentServiceServicer):
             return f"hello.concurrency must be between 1 and {MAX_CONCURRENCY}"
         return hello
 
-    def _node_from_hello(self, hello: agent_pb2.Hello, connection_id: str) -> NodeInfo:
-        return NodeInfo(
+    def _node_hello(self, hello: agent_pb2.Hello, connection_id: str) -> NodeHello:
+        return NodeHello(
             node_id=hello.node_id,
-            region=hello.region,
+            region=hello.region or "default",
             kinds=frozenset(hello.kinds),
             concurrency=hello.concurrency,
             version=hello.version,
@@ -173,26 +173,6 @@ class AgentApi(agent_pb2_grpc.AgentServiceServicer):
             llm_provider=hello.llm_provider,
             stability_class=hello.stability_class or "community",
             connection_id=connection_id,
-        )
-
-    def _registered_event(self, node: NodeInfo) -> NewEvent:
-        return NewEvent(
-            type="node.registered",
-            source=f"agentd:{node.node_id}",
-            payload={
-                "node_id": node.node_id,
-                "region": node.region,
-                "kinds": sorted(node.kinds),
-                "concurrency": node.concurrency,
-                "version": node.version,
-                "handlers": sorted(node.handlers),
-                "llm_tiers": sorted(node.llm_tiers),
-                "llm_models": sorted(node.llm_models),
-                "llm_max_concurrency": node.llm_max_concurrency,
-                "llm_provider": node.llm_provider,
-                "stability_class": node.stability_class,
-                "connection_id": node.connection_id,
-            },
         )
 
     async def _disconnected(self, session: AgentSession) -> None:
@@ -226,11 +206,9 @@ class AgentApi(agent_pb2_grpc.AgentServiceServicer):
                 if message is grpc.aio.EOF:
                     session.close("agent closed the stream")
                     return
-                if message.HasField("heartbeat"):
-                    session_node = self.dispatcher.nodes.get(session.node_id)
-                    if session_node is not None and session_node.connection_id == session.connection_id:
-                        for stop in self.dispatcher.heartbeat(session.node_id, message.heartbeat):
-                            session.send(stop)
+                if message.HasField("heartbeat") and self.dispatcher.links.get(session.node_id) is session:
+                    for stop in self.dispatcher.heartbeat(session.node_id, message.heartbeat):
+                        session.send(stop)
                 if message.claims or message.started or message.results:
                     await limit.acquire()
                     task = asyncio.create_task(self._process(session, message))

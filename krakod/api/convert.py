@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from krako.v1 import admin_pb2, common_pb2
 
 from krakod.log import Event
-from krakod.nodes import NodeInfo
+from krakod.scheduler import NodeState
 from krakod.units import Unit
 
 STATES = {
@@ -100,26 +100,27 @@ def unit_to_pb(unit: Unit) -> common_pb2.WorkUnit:
     )
 
 
-def node_to_pb(node: NodeInfo, now_ms: int, trust: str = "", circuit: str = "") -> admin_pb2.Node:
+def node_to_pb(node: NodeState, now_ms: int, trust: str = "", circuit: str = "") -> admin_pb2.Node:
+    hello, measured = node.hello, node.measured
     return admin_pb2.Node(
         node_id=node.node_id,
         region=node.region,
         kinds=sorted(node.kinds),
         concurrency=node.concurrency,
         available_slots=node.available_slots,
-        in_flight=node.reported_in_flight,
-        queue_depth=node.queue_depth,
-        utilization=node.utilization,
-        cpu_load=node.cpu_load,
-        memory_available_bytes=node.memory_available_bytes,
-        health=node.health,
-        last_heartbeat_age_ms=max(0, now_ms - node.last_heartbeat_ms),
-        version=node.version,
+        in_flight=node.in_flight,
+        queue_depth=measured.queue_depth,
+        utilization=measured.utilization,
+        cpu_load=measured.cpu_load,
+        memory_available_bytes=measured.memory_available_bytes or 0,
+        health=str(node.health.value),
+        last_heartbeat_age_ms=node.heartbeat_age_ms(now_ms),
+        version=hello.version,
         connected=node.connected,
         trust_score=trust,
-        handlers=sorted(node.handlers),
-        llm_tiers=sorted(node.llm_tiers),
-        llm_models=sorted(node.llm_models),
+        handlers=sorted(hello.handlers),
+        llm_tiers=sorted(hello.llm_tiers),
+        llm_models=sorted(hello.llm_models),
         circuit=circuit,
     )
 

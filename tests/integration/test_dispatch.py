@@ -187,7 +187,9 @@ async def test_a_unit_that_is_not_idempotent_is_not_retried(daemon, channel):
     final = await wait_terminal(channel, unit_id)
     assert final.state == common_pb2.WORK_UNIT_STATE_FAILED and final.attempt == 1
     failed = [p for t, p in await events_of(daemon, unit_id) if t == "workunit.failed"]
-    assert failed[0]["final"] is True and failed[0]["retry_reason"] == "unit is not idempotent"
+    assert failed[0]["final"] is True and failed[0]["retry_reason"] == "not_idempotent"
+    dropped = [p for t, p in await events_of(daemon, unit_id) if t == "workunit.retry.dropped"]
+    assert dropped == [{"attempt": 1, "reason": "not_idempotent"}]
     await agent.close()
 
 
