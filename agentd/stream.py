@@ -80,7 +80,8 @@ class StreamClient:
             try:
                 await self._session(stop)
             except grpc.aio.AioRpcError as error:
-                if error.code() in FATAL_STATUS_CODES:
+                # Only a refusal of the hello itself is final; a live stream that breaks is retried.
+                if error.code() in FATAL_STATUS_CODES and self.sessions == welcomed_before:
                     raise AgentRejected(f"krakod refused the agent: {error.code().name}: {error.details()}") from error
                 logger.warning("stream to %s failed: %s %s", self._config.server, error.code().name, error.details())
             except (StreamBroken, TimeoutError, OSError) as error:

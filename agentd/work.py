@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 SendFunction = Callable[[OutgoingItem], Awaitable[bool]]
 
+MAX_HELLO_RUNNING = 10_000
+
 
 @dataclass
 class _Lane:
@@ -103,7 +105,8 @@ class WorkLoop:
     def running_or_unacknowledged(self) -> list[agent_pb2.UnitRef]:
         """What a hello lists: attempts executing, and results stored but not yet acknowledged."""
         keys = list(self._attempts) + sorted(self._outbox.keys() - self._attempts.keys())
-        return [agent_pb2.UnitRef(work_unit_id=unit, attempt=attempt) for unit, attempt in keys]
+        # Bounded so a hello after a long outage stays a small message; the results themselves are resent anyway.
+        return [agent_pb2.UnitRef(work_unit_id=unit, attempt=attempt) for unit, attempt in keys[:MAX_HELLO_RUNNING]]
 
     def heartbeat(self) -> agent_pb2.Heartbeat:
         in_flight = len(self._attempts)

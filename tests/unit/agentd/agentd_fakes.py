@@ -77,9 +77,9 @@ class FakeDaemon(agent_pb2_grpc.AgentServiceServicer):
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         self.attempts += 1
         await self._notify()
+        first = await context.read()
         if self.refuse_with is not None:
             await context.abort(self.refuse_with, "refused by the test")
-        first = await context.read()
         if first is grpc.aio.EOF or not first.HasField("hello"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must carry hello")
         self.metadata.append({key: value for key, value in context.invocation_metadata() or ()})

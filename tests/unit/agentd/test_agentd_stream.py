@@ -11,6 +11,7 @@ import pytest
 from agentd_fakes import WAIT_S, DaemonServer, FakeDaemon, StartAgent, offer
 from krako.v1 import agent_pb2
 
+from agentd.executors.llm import LlmSettings
 from agentd.stream import AgentRejected, ConnectionGaveUp
 
 
@@ -176,9 +177,7 @@ async def test_reconnect_resends_hello_with_running_and_the_outbox(
     )
 
 
-async def test_outbox_survives_an_agent_restart(
-    daemon_server: DaemonServer, start_agent: StartAgent, tmp_path: object
-) -> None:
+async def test_outbox_survives_an_agent_restart(daemon_server: DaemonServer, start_agent: StartAgent) -> None:
     silent = FakeDaemon(auto_ack=False)
     port = await daemon_server.start(silent)
     first, first_task = await start_agent(port)
@@ -230,3 +229,25 @@ async def test_a_refused_token_stops_the_agent_with_a_clear_error(
     with pytest.raises(AgentRejected, match="UNAUTHENTICATED"):
         await asyncio.wait_for(task, WAIT_S)
     assert daemon.attempts == 1
+
+
+async def test_each_kind_has_its_own_capacity_and_unserved_kinds_are_ignored(
+    daemon_server: DaemonServer, start_agent: StartAgent
+) -> None:
+    daemon = FakeDaemon(auto_grant=False)
+    port = await daemon_server.start(daemon)
+    await start_agent(port, kinds=("cpu", "llm_pod"), concurrency=1, llm=LlmSettings(max_concurrency=1))
+    cpu_only_port = await daemon_server.start(cpu_only := FakeDaemon(auto_grant=False))
+    await start_agent(cpu_only_port, node_id="node-cpu")  # shares the state dir: one outbox per node id
+
+    llm_input = json.dumps({"prompt": "hi"})
+    await daemon.offer(
+        offer("cpu-1"), offer("cpu-2"), offer("llm-1", "chat", llm_input, kind="llm_pod"),
+        offer("llm-2", "chat", llm_input, kind="llm_pod"),
+    )  # fmt: skip
+    await cpu_only.offer(offer("llm-x", "chat", llm_input, kind="llm_pod"), offer("cpu-x"))
+
+    await daemon.wait_for(lambda: len(daemon.items("claims")) == 2)
+    await cpu_only.wait_for(lambda: cpu_only.items("claims"))
+    assert [claim.work_unit_id for claim in daemon.items("claims")] == ["cpu-1", "llm-1"]
+    assert [claim.work_unit_id for claim in cpu_only.items("claims")] == ["cpu-x"]
