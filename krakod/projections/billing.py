@@ -45,6 +45,7 @@ from krakod.projections.runner import FOLD_ERRORS, Item, View
 
 _MICROS = 1_000_000
 _IN_CHUNK = 500  # host parameters per IN (...) lookup
+_NO_LINES: frozenset[tuple[int, str, str]] = frozenset()
 _UNIT_TYPES = frozenset({"workunit.completed", "workunit.failed", "llm.invocation.completed"})
 
 # Pending invocation: seq, event_id, tenant, session, node, provider, model, tier,
@@ -215,26 +216,28 @@ class BillingProjection:
         if not unit:
             raise ValueError("workunit.completed needs work_unit_id")
         attempt = _int(payload.get("attempt"), "attempt")
-        lines = self._lines(unit)
-        if any(t == LINE_CPU and o == "completed" for _, t, o in lines):
+        lines = self._unit_lines.get(unit, _NO_LINES)
+        if lines and any(t == LINE_CPU and o == "completed" for _, t, o in lines):
             return  # a unit completes once: a second completion is never billed
         cpu_micros = parse_micros(payload.get("cpu_seconds", "0"), field="cpu_seconds")
         node = str(payload.get("node_id") or "")
-        pending = self._pending.get(unit, {}).get(attempt)
+        attempts = self._pending.get(unit)
+        pending = attempts.get(attempt) if attempts else None
         block = payload.get("llm")
         version = self.pricing.version
         if (
             pending is None
             and block
             and self.pricing.llm_from_workunit_completed
-            and not any(a == attempt and t == LINE_LLM for a, t, _ in lines)
+            and not (lines and any(a == attempt and t == LINE_LLM for a, t, _ in lines))
         ):
             # Validated before anything is posted, like every field of the event.
             pending = (seq, event_id, tenant, session, node, *_llm_labels(block), *_tokens(block), version)
         self._post_cpu(item, attempt, node, "completed", cpu_micros, self._rates[version])
         if pending is not None:
             self._post_llm(seq, pending, unit, attempt, "completed")
-        self._drop_pending(unit, None)  # other attempts of a completed unit failed: not billed
+        if unit in self._pending:
+            self._drop_pending(unit, None)  # other attempts of a completed unit failed: not billed
 
     def _on_failed(self, item: Item) -> None:
         unit, payload = item[6], item[7]
@@ -274,10 +277,10 @@ class BillingProjection:
         attempt = _int(payload.get("attempt"), "attempt")
         node = str(payload.get("node_id") or "")
         source = (seq, event_id, tenant, session, node, *_llm_labels(payload), *_tokens(payload), pricing.version)
-        lines = self._lines(unit)
-        if any(a == attempt and t == LINE_LLM for a, t, _ in lines):
+        lines = self._unit_lines.get(unit, _NO_LINES)
+        if lines and any(a == attempt and t == LINE_LLM for a, t, _ in lines):
             return  # this attempt's tokens are billed already
-        completed = next((a for a, t, o in lines if t == LINE_CPU and o == "completed"), None)
+        completed = next((a for a, t, o in lines if t == LINE_CPU and o == "completed"), None) if lines else None
         if completed == attempt or pricing.bill_failed_attempts:
             self._post_llm(seq, source, unit, attempt, "completed" if completed == attempt else "invoked")
         elif completed is None:
@@ -365,7 +368,8 @@ class BillingProjection:
         self._lines(unit).add((attempt, LINE_LLM, outcome))
 
     def _settle_pending(self, posted_seq: int, unit: str, attempt: int, outcome: str) -> None:
-        pending = self._pending.get(unit, {}).get(attempt)
+        attempts = self._pending.get(unit)
+        pending = attempts.get(attempt) if attempts else None
         if pending is not None and not any(a == attempt and t == LINE_LLM for a, t, _ in self._lines(unit)):
             self._post_llm(posted_seq, pending, unit, attempt, outcome)
         self._drop_pending(unit, attempt)

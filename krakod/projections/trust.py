@@ -203,11 +203,14 @@ class TrustProjection:
         node = self._nodes.get(node_id)
         if node is None:
             node = self._nodes[node_id] = _Node(self.params)
-        if type_ == "node.health.updated":
-            health = str(payload.get("health") or "healthy")
-            changed = health != node.health
-            node.health = health
-            return node_id if self._decay(node, ts_us) or changed else None
+        if type_ == "node.health.updated":  # most of the log: keep it cheap
+            health = payload.get("health") or "healthy"
+            anchor = node.anchor_us
+            if health == node.health and anchor is not None and ts_us - anchor < HOUR_US:
+                return None
+            node.health = str(health)
+            self._decay(node, ts_us)
+            return node_id
         self._decay(node, ts_us)
         if type_ == "workunit.completed":
             self._outcome(node, success=True, timeout=False)
