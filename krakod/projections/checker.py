@@ -22,7 +22,7 @@ import json
 import sqlite3
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ def _check_duplicates(conn: sqlite3.Connection, out: _Findings) -> None:
 
 
 def _compare(
-    kind: str, what: str, actual: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], out: _Findings
+    kind: str, what: str, actual: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], out: _Findings
 ) -> None:
     for key in sorted(set(actual) | set(expected)):
         got, want = actual.get(key), expected.get(key)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -94,7 +94,7 @@ def open_reader(path: Path, *, query_only: bool = True) -> sqlite3.Connection:
     return conn
 
 
-_SCAN_ONCE = json.JSONDecoder().scan_once
+_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _decode(payload_json: str) -> Any:

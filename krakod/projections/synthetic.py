@@ -174,22 +174,35 @@ def random_workload(
         attempts = 1 + (rng.random() < failure_share) + (rng.random() < failure_share / 2)
         for attempt in range(1, attempts + 1):
             node = f"n{rng.randrange(nodes)}"
-            ctx = {"tenant": tenant, "session": session}
-            events.append(claimed(unit, attempt, node, **ctx))
+            events.append(claimed(unit, attempt, node, tenant=tenant, session=session))
             tokens = (rng.randrange(0, 3000), rng.randrange(0, 3000))
             tier = rng.choice(TIERS)
             if is_llm:
-                events.append(invocation(unit, attempt, node, *tokens, tier=tier, **ctx))
+                events.append(invocation(unit, attempt, node, *tokens, tier=tier, tenant=tenant, session=session))
             cpu = f"{Decimal(rng.randrange(0, 5_000_000)) / 1_000_000:.6f}"
             if attempt < attempts:
                 if rng.random() < 0.5:
-                    events.append(failed(unit, attempt, node, cpu, error_code=rng.choice(["timeout", "oom"]), **ctx))
+                    events.append(
+                        failed(
+                            unit,
+                            attempt,
+                            node,
+                            cpu,
+                            error_code=rng.choice(["timeout", "oom"]),
+                            tenant=tenant,
+                            session=session,
+                        )
+                    )
                 else:
-                    events.append(claim_expired(unit, attempt, node, **ctx))
+                    events.append(claim_expired(unit, attempt, node, tenant=tenant, session=session))
             else:
                 block = llm_block(*tokens, tier=tier) if is_llm else None
                 klass = rng.choice(STABILITY)
-                events.append(completed(unit, attempt, node, cpu, stability_class=klass, llm=block, **ctx))
+                events.append(
+                    completed(
+                        unit, attempt, node, cpu, stability_class=klass, llm=block, tenant=tenant, session=session
+                    )
+                )
             for _ in range(heartbeats_per_unit):
                 events.append(health(node, rng.choice(["healthy", "healthy", "healthy", "degraded", "unhealthy"])))
         if rng.random() < 0.05:

@@ -138,6 +138,7 @@ class TrustProjection:
         self.params = params
         self._nodes: dict[str, _Node] = {}
         self._decay_1h = params.decay_per_hour
+        self._keep = CONTEXT.subtract(ONE, params.ewma_lambda)  # 1 - lambda
         self.snapshot: Mapping[str, NodeTrust] = {}
 
     def create_schema(self, conn: sqlite3.Connection) -> None:
@@ -230,17 +231,18 @@ class TrustProjection:
         return node_id
 
     def _outcome(self, node: _Node, *, success: bool, timeout: bool) -> None:
-        c, lam = CONTEXT, self.params.ewma_lambda
+        c = CONTEXT
         if success:
             node.alpha = c.add(node.alpha, ONE)
             node.successes += 1
         else:
             node.beta = c.add(node.beta, ONE)
             node.failures += 1
+        # e <- lambda * x + (1 - lambda) * e, with x = 1 for a timeout and 0 otherwise.
+        node.ewma = c.multiply(self._keep, node.ewma)
         if timeout:
             node.timeouts += 1
-        x = ONE if timeout else ZERO
-        node.ewma = c.add(c.multiply(lam, x), c.multiply(c.subtract(ONE, lam), node.ewma))
+            node.ewma = c.add(node.ewma, self.params.ewma_lambda)
 
     def _decay(self, node: _Node, ts_us: int) -> bool:
         """Move toward the prior by whole hours of event time since the anchor; True when it moved."""
