@@ -30,6 +30,9 @@ SendFunction = Callable[[OutgoingItem], Awaitable[bool]]
 
 MAX_HELLO_RUNNING = 10_000
 
+# Units still running after this long are announced with `started` before their result.
+STARTED_NOTICE_AFTER_S = 0.05
+
 
 @dataclass
 class _Lane:
@@ -214,9 +217,14 @@ class WorkLoop:
     async def _run(self, attempt: _Attempt) -> None:
         offer = attempt.offer
         result: agent_pb2.Result | None = None
+        execution = asyncio.ensure_future(self._execute(attempt))
         try:
-            await self._send(agent_pb2.Started(work_unit_id=offer.work_unit_id, attempt=offer.attempt))
-            result = await self._execute(attempt)
+            # A unit that finishes at once is reported by its result alone; only work still running after a
+            # moment is announced as started (one message and one log event less per short unit).
+            done, _ = await asyncio.wait({execution}, timeout=STARTED_NOTICE_AFTER_S)
+            if not done:
+                await self._send(agent_pb2.Started(work_unit_id=offer.work_unit_id, attempt=offer.attempt))
+            result = await execution
             if attempt.stopped:
                 return
             result.work_unit_id = offer.work_unit_id
@@ -231,6 +239,8 @@ class WorkLoop:
             logger.exception("could not store the result of %s#%d", offer.work_unit_id, offer.attempt)
             return
         finally:
+            if not execution.done():
+                execution.cancel()
             self._finish(attempt)
         await self._send(result)
 

@@ -132,11 +132,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-units", type=int, default=500)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--krakod-arg", action="append", default=[], help="extra krakod flag (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="krako-bench-") as tmp:
         root = Path(tmp)
         # Admission control would (rightly) throttle a 5,000-unit backlog; the benchmark measures raw throughput.
-        krakod = start_krakod(root / "krakod", "--queue-max", "100000")
+        krakod = start_krakod(root / "krakod", "--queue-max", "100000", *args.krakod_arg)
         agents = [
             start_agentd(krakod.address, f"bench-{i}", root / f"agent-{i}", concurrency=args.concurrency)
             for i in range(args.agents)

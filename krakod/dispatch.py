@@ -26,7 +26,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from krako.v1 import agent_pb2
@@ -117,6 +117,10 @@ class Dispatcher:
         self.retry = RetryPolicy(congestion=self.congestion)
         self.trust: Callable[[], TrustView] = lambda: DEFAULT_TRUST  # the trust projection plugs in here
         self.queue_wait_p95_ms: Callable[[], int] = lambda: 0  # capacity metrics plug in here
+        # LLM budgets plug in here: the reservation events (and guards) due before a unit is scheduled,
+        # and what to do with a unit whose reservation the log refused.
+        self.reserve: Callable[[Unit], tuple[list[NewEvent], list[Any]]] = lambda unit: ([], [])
+        self.on_reservation_refused: Callable[[Unit, Any, str], Awaitable[None]] | None = None
         self.links: dict[str, AgentLink] = {}
         self.max_pass_units = max_pass_units
         self.max_blocked_per_pass = max_blocked_per_pass
@@ -313,6 +317,7 @@ class Dispatcher:
         events: list[NewEvent] = []
         guards: list[Any] = []
         offers: list[tuple[Unit, tuple[str, ...]]] = []
+        reservations: dict[int, tuple[Unit, Any]] = {}  # index of a budget.reserved event -> (unit, its guard)
         placed = 0
         now = now_ms()
         trust = self.trust()
@@ -361,6 +366,10 @@ class Dispatcher:
         if not events:
             return
         results = await self.log.append_many(events, guards=guards)
+        for index, (unit, guard) in reservations.items():
+            refused = results[index].refused
+            if refused is not None and self.on_reservation_refused is not None:
+                await self.on_reservation_refused(unit, guard, refused)
         offer_results = [r for r, e in zip(results, events, strict=True) if e.type == "workunit.scheduled"]
         due = now_ms()
         for (unit, node_ids), appended in zip(offers, offer_results, strict=True):

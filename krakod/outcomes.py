@@ -159,7 +159,7 @@ def result_verdict(last: AppendResult, node_id: str, attempt: int) -> tuple[bool
         return True, ""
     if last.event is None:
         return False, last.refused or "refused"
-    payload = json.loads(last.event.payload_json)
+    payload = last.event.payload
     if payload.get("node_id") == node_id and payload.get("attempt") == attempt:
         return True, "duplicate delivery of an accepted result"
     return False, f"fenced: attempt {payload.get('attempt')} on node {payload.get('node_id')} already finished the unit"

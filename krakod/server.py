@@ -33,10 +33,14 @@ from krakod.api.agent import AgentApi
 from krakod.api.auth import Authenticator
 from krakod.api.events import EventsApi
 from krakod.api.gateway import Gateway
+from krakod.budgets import BudgetBook, BudgetConfig
 from krakod.capacity_runtime import CapacityRuntime
 from krakod.config import BUILTIN_CPU_HANDLERS, Config
 from krakod.dispatch import Dispatcher
 from krakod.log import LOG_FILE_NAME, DataDirLock, Event, EventLog, replay_all
+from krakod.money import MoneyRuntime
+from krakod.projections.service import ProjectionService
+from krakod.scheduler import TrustView
 from krakod.units import UnitTable
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,10 @@ class Daemon:
         )
         self.dispatcher.on_queue_wait = self.capacity.waits.record
         self.dispatcher.queue_wait_p95_ms = lambda: int(self.capacity.waits.p95_seconds(60_000) * 1000)
+        self.projections = ProjectionService(synchronous=config.synchronous)
+        self.budgets = BudgetBook(BudgetConfig.from_env())
+        self.money = MoneyRuntime(log=self.log, units=self.units, budgets=self.budgets, dispatcher=self.dispatcher)
+        self.dispatcher.trust = self._trust_view
         self.auth = Authenticator(config.auth)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -78,9 +86,17 @@ class Daemon:
         if config.tls_cert is not None and config.tls_key is not None:
             self._tls = (Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())
 
+    def _trust_view(self) -> TrustView:
+        """Trust as the trust projection last computed it: the scheduler reads it, never computes it."""
+        return TrustView(
+            scores={node: float(score) for node, score in self.projections.trust_scores().items()},
+            quarantined=frozenset(self.projections.quarantined()),
+        )
+
     def _on_event(self, event: Event) -> None:
         """Daemon-wide facts kept from the log besides units: handlers agents can run."""
         self.units.apply(event)
+        self.budgets.apply(event)
         self.capacity.on_event(event)
         if event.type == "node.registered":
             self.handlers.update(event.payload.get("handlers", []))
@@ -92,6 +108,11 @@ class Daemon:
             await self.log.open()
             await replay_all(self.log, self._on_event)
             self.log.add_stager(self._on_event)
+            await self.projections.start(self.log, self.data_dir)
+            pricing = await self.projections.pricing_event()
+            if pricing is not None:
+                await self.log.append(pricing)
+            await self.money.recover()
             self.dispatcher.recover()
             self.dispatcher.start()
             self.port = await self._serve()
@@ -129,7 +150,15 @@ class Daemon:
             EventsApi(config=self.config, log=self.log, auth=self.auth), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminApi(log=self.log, dispatcher=self.dispatcher, auth=self.auth, capacity=self.capacity), server
+            AdminApi(
+                log=self.log,
+                dispatcher=self.dispatcher,
+                auth=self.auth,
+                capacity=self.capacity,
+                projections=self.projections,
+                budgets=self.budgets,
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -162,6 +191,9 @@ class Daemon:
     async def _cleanup(self) -> None:
         await self.capacity.stop()
         await self.dispatcher.stop()
+        await self.money.stop()
+        with contextlib.suppress(Exception):
+            await self.projections.stop()
         with contextlib.suppress(Exception):
             await self.log.close()
         self.lock.release()

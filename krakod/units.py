@@ -51,8 +51,18 @@ class Unit:
     finished_ts_us: int = 0
     last_seq: int = 0
     retry_delay_ms: int = 0  # of the retry that made the current attempt pending
+    llm_total_tokens: int = 0  # of the accepted completion (settles the unit's budget)
+    llm_tier: str = ""
+    llm_model: str = ""
     deferred_attempt: int = 0  # attempt for which a deferral was already logged
-    input_json: str = field(default="", repr=False)
+    _input_json: str | None = field(default=None, repr=False)
+
+    @property
+    def input_json(self) -> str:
+        """The handler's input as JSON, encoded once when first needed (for an offer), not at every fold."""
+        if self._input_json is None:
+            self._input_json = json.dumps(self.spec.get("input"), separators=(",", ":"))
+        return self._input_json
 
     @property
     def kind(self) -> str:
@@ -103,7 +113,7 @@ class UnitTable:
     def apply(self, event: Event) -> None:
         if not event.type.startswith("workunit.") or event.work_unit_id is None:
             return
-        payload = json.loads(event.payload_json)
+        payload = event.payload
         if event.type == "workunit.submitted":
             unit = Unit(
                 work_unit_id=event.work_unit_id,
@@ -113,7 +123,6 @@ class UnitTable:
                 submitted_seq=event.seq,
                 submitted_ts_us=event.ts_us,
                 state="",
-                input_json=json.dumps(payload.get("input"), separators=(",", ":")),
             )
             self._units[unit.work_unit_id] = unit
             self._set_state(unit, PENDING)
@@ -150,6 +159,9 @@ class UnitTable:
         unit.cpu_seconds = str(p.get("cpu_seconds", ""))
         unit.finished_ts_us = event.ts_us
         unit.error_code = unit.error_message = ""
+        llm = p.get("llm") or {}
+        unit.llm_total_tokens = int(llm.get("total_tokens") or 0)
+        unit.llm_tier, unit.llm_model = str(llm.get("tier") or ""), str(llm.get("model") or "")
         self._set_state(unit, COMPLETED)
 
     def _failed(self, unit: Unit, p: dict[str, Any], event: Event) -> None:
@@ -305,3 +317,16 @@ def guard_pair(
         return None if accepted[0] else "the event it follows was refused"
 
     return leader, follower
+
+
+def guard_all(*guards: Callable[[NewEvent], str | None]) -> Callable[[NewEvent], str | None]:
+    """All guards must accept; the first refusal is the reason."""
+
+    def guard(new: NewEvent) -> str | None:
+        for check in guards:
+            reason = check(new)
+            if reason is not None:
+                return reason
+        return None
+
+    return guard

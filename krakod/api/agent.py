@@ -226,8 +226,12 @@ class AgentApi(agent_pb2_grpc.AgentServiceServicer):
             for start in range(0, len(message.claims), batch):
                 for decision in await self.dispatcher.handle_claims(node_id, message.claims[start : start + batch]):
                     session.send(decision)
-            for start in range(0, len(message.started), batch):
-                await self.dispatcher.handle_started(node_id, message.started[start : start + batch])
+            # A start reported together with its result adds nothing the result does not say: the started
+            # event is logged for units still running when the agent reports them, not for instant ones.
+            finished = {(r.work_unit_id, r.attempt) for r in message.results}
+            started = [s for s in message.started if (s.work_unit_id, s.attempt) not in finished]
+            for start in range(0, len(started), batch):
+                await self.dispatcher.handle_started(node_id, started[start : start + batch])
             for start in range(0, len(message.results), batch):
                 for ack in await self.dispatcher.handle_results(node_id, message.results[start : start + batch]):
                     session.send(ack)

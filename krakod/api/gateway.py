@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from krakod.api.errors import RequestError, invalid, streaming, unary
 from krakod.config import KINDS, LLM_HANDLERS, Config
 from krakod.dispatch import Dispatcher
 from krakod.log import EventLog, NewEvent
+from krakod.log.types import new_event_id
 from krakod.units import Unit, UnitTable
 
 LLM_TIERS = ("small", "medium", "large")
@@ -130,7 +130,7 @@ class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
         for index, spec in enumerate(specs):
             payload = self._validate(spec, principal, index if batch else None)
             tenant = principal.tenant_for(spec.tenant_id)
-            work_unit_id = str(uuid.uuid4())
+            work_unit_id = new_event_id()
             key = f"submit:{tenant}:{spec.client_key}" if spec.client_key else f"submit:{work_unit_id}"
             events.append(
                 NewEvent(
@@ -157,8 +157,9 @@ class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
         """Admission control: refuse the call (RESOURCE_EXHAUSTED) and log workunit.rejected for its units."""
         if self.admission is None:
             return
-        for new in events:
-            refusal = self.admission(new.tenant_id, new.payload["priority"])
+        # The decision depends on the tenant and priority only: decide each pair once per call.
+        for tenant, priority in {(new.tenant_id, new.payload["priority"]) for new in events}:
+            refusal = self.admission(tenant, priority)
             if refusal is None:
                 continue
             code, message, rule = refusal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import os
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,9 +33,14 @@ def canonical_json(value: Any) -> str:
     return "".join(_C_ENCODER(value, 0))
 
 
+# Event ids need uniqueness, not secrecy: one generator seeded from the OS once, instead of a
+# getrandom() syscall per id on the append hot path.
+_ids = random.Random(os.urandom(32))
+
+
 def new_event_id() -> str:
     """A random (version 4) UUID string; cheaper than str(uuid.uuid4()) on the append hot path."""
-    h = os.urandom(16).hex()
+    h = f"{_ids.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_NIBBLE[h[16]]}{h[17:20]}-{h[20:]}"
 
 
@@ -52,10 +58,15 @@ class Event:
     work_unit_id: str | None
     source: str
     payload_json: str
+    # The payload as the appender gave it, kept for events staged in this process so that
+    # stagers and listeners do not decode what was just encoded. Not part of equality.
+    decoded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def payload(self) -> dict[str, Any]:
-        """The decoded payload (decoded on each access; keep the result if you need it twice)."""
+        """The decoded payload. Shared with the appender for events staged here: read it, never mutate it."""
+        if self.decoded is not None:
+            return self.decoded
         return json.loads(self.payload_json)  # type: ignore[no-any-return]
 
     @property

@@ -429,6 +429,7 @@ class EventLog:
                     new.work_unit_id,
                     new.source,
                     payloads[index],
+                    new.payload,
                 )
                 known[key] = event
                 staged.append(event)

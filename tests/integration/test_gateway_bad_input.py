@@ -14,6 +14,8 @@ from krakod.config import AuthConfig, Config, ConfigError
 from krakod.server import Daemon
 from tests.conftest import make_config
 
+# A fresh krakod's log holds one event: the billing.pricing.updated fact of its configuration.
+STARTUP_EVENTS = 1
 OK = dict(kind="cpu", handler="echo", input_json='{"x": 1}')
 
 
@@ -95,7 +97,7 @@ async def test_a_batch_above_the_limit_is_refused(daemon, channel):
         await gateway.SubmitWorkUnits(gateway_pb2.SubmitWorkUnitsRequest(specs=[spec()] * 1001))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "the limit is 1000" in info.value.details()
-    assert daemon.log.last_seq == 0
+    assert daemon.log.last_seq == STARTUP_EVENTS
 
 
 async def test_a_missing_spec_is_refused(daemon, channel):
@@ -103,7 +105,7 @@ async def test_a_missing_spec_is_refused(daemon, channel):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await gateway.SubmitWorkUnit(gateway_pb2.SubmitWorkUnitRequest())
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert daemon.log.last_seq == 0
+    assert daemon.log.last_seq == STARTUP_EVENTS
 
 
 async def test_read_events_limit_above_the_maximum_is_refused(daemon, channel):
@@ -163,7 +165,7 @@ async def test_bad_tokens_are_refused_and_append_nothing(secured, metadata, code
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await gateway.SubmitWorkUnit(gateway_pb2.SubmitWorkUnitRequest(spec=spec()), metadata=metadata)
     assert info.value.code() == code
-    assert d.log.last_seq == 0
+    assert d.log.last_seq == STARTUP_EVENTS
 
 
 async def test_a_tenant_key_cannot_submit_for_another_tenant(secured):
@@ -174,7 +176,7 @@ async def test_a_tenant_key_cannot_submit_for_another_tenant(secured):
             gateway_pb2.SubmitWorkUnitRequest(spec=spec(tenant_id="tenant-b")), metadata=bearer("key-a")
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert d.log.last_seq == 0
+    assert d.log.last_seq == STARTUP_EVENTS
 
 
 async def test_a_tenant_sees_only_its_own_units_and_events(secured):
@@ -193,7 +195,7 @@ async def test_a_tenant_sees_only_its_own_units_and_events(secured):
     seen = await events.ReadEvents(events_pb2.ReadEventsRequest(), metadata=bearer("key-a"))
     assert {e.tenant_id for e in seen.events} == {"tenant-a"}
     everything = await events.ReadEvents(events_pb2.ReadEventsRequest(), metadata=bearer("admin-secret"))
-    assert {e.tenant_id for e in everything.events} == {"tenant-a", "tenant-b"}
+    assert {"tenant-a", "tenant-b"} <= {e.tenant_id for e in everything.events}
 
 
 async def test_an_agent_without_a_join_token_is_refused(secured):
@@ -206,7 +208,7 @@ async def test_an_agent_without_a_join_token_is_refused(secured):
     code = await agent.call.code()
     assert code == grpc.StatusCode.UNAUTHENTICATED
     await agent.close()
-    assert d.log.last_seq == 0
+    assert d.log.last_seq == STARTUP_EVENTS
     good = ScriptedAgent(f"127.0.0.1:{d.port}", "member", token="agent-secret")
     await good.start()
     await good.close()

@@ -52,10 +52,23 @@ async def test_offer_claim_grant_started_result_ack(daemon_server: DaemonServer,
     await asyncio.wait_for(agent.outbox.wait_empty(), WAIT_S)
 
     assert [(c.work_unit_id, c.attempt) for c in daemon.items("claims")] == [("unit-1", 1)]
-    assert [(s.work_unit_id, s.attempt) for s in daemon.items("started")] == [("unit-1", 1)]
+    assert daemon.items("started") == [], "a unit that finishes at once is reported by its result alone"
     result = daemon.results_for("unit-1")[0]
     assert result.success and result.output_json == '{"b": 2, "a": [1]}'
     assert result.attempt == 1 and result.duration_us > 0
+
+
+async def test_a_unit_still_running_is_announced_as_started_before_its_result(
+    daemon_server: DaemonServer, start_agent: StartAgent
+) -> None:
+    daemon = FakeDaemon()
+    port = await daemon_server.start(daemon)
+    await start_agent(port)
+
+    await daemon.offer(offer("unit-slow", "sleep_ms", '{"ms": 400}'))
+    await daemon.wait_for(lambda: daemon.results_for("unit-slow"))
+    kinds = [("started" if r.started else "result") for r in daemon.requests if r.started or r.results]
+    assert kinds == ["started", "result"]
 
 
 async def test_a_heartbeat_lists_the_running_attempt(daemon_server: DaemonServer, start_agent: StartAgent) -> None:
@@ -108,7 +121,7 @@ async def test_a_denied_claim_is_not_executed(daemon_server: DaemonServer, start
     )
     await daemon.wait_for(lambda: daemon.results_for("unit-won"))
 
-    assert [s.work_unit_id for s in daemon.items("started")] == ["unit-won"]
+    assert [r.work_unit_id for r in daemon.items("results")] == ["unit-won"]
     assert daemon.results_for("unit-lost") == []
 
 
