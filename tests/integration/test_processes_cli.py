@@ -96,8 +96,12 @@ def test_nodes_and_events_print_valid_json(krakod: Krakod, agent: Proc):
     assert 1 <= len(events) <= 5, result.stdout
     seqs = [int(e["seq"]) for e in events]
     assert seqs == sorted(seqs) and seqs[0] == 1, seqs
-    assert events[0]["type"] == "node.registered", events[0]
-    assert all(isinstance(json.loads(e["payload_json"]), dict) for e in events)
+    assert all(e["type"] and isinstance(json.loads(e["payload_json"]), dict) for e in events), events
+
+    result = run("krakoctl", "--server", krakod.address, "--json", "events", "--type", "node.registered")
+    assert result.returncode == 0, result.stderr
+    registered = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [json.loads(e["payload_json"])["node_id"] for e in registered] == [NODE], registered
 
 
 def test_bad_submissions_exit_2_with_the_reason_and_append_nothing(krakod: Krakod):
