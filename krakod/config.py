@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from krakod.capacity import CapacityConfig
 
@@ -78,6 +79,8 @@ class Config:
     extra_handlers: frozenset[str] = frozenset()
     multi_agent_fanout: int = 1  # offer each unit to this many eligible agents at once
     capacity: CapacityOptions = field(default_factory=CapacityOptions)
+    # LLM budget limits and prices (krakod.budgets.BudgetConfig); None: defaults with prices from the environment.
+    budget: Any = None
 
     def validate(self) -> None:
         """Refuse unsafe or impossible configurations with a message saying what to change."""

@@ -58,6 +58,7 @@ from krakod.units import (
     SCHEDULED,
     Unit,
     UnitTable,
+    guard_all,
     guard_claim,
     guard_holder,
     guard_not_terminal,
@@ -353,12 +354,21 @@ class Dispatcher:
                     self._assign(node_id, unit.work_unit_id)
                 if unit.attempt == 1 and unit.round == 0:
                     self.retry.record_dispatch(now)
+                schedule_guard = guard_schedule(self.units, unit.attempt)
+                reserve_events, reserve_guards = self.reserve(unit)
+                if reserve_events:
+                    # The worst case is reserved before the offer exists: no reservation, no schedule.
+                    reservations[len(events)] = (unit, reserve_guards[0])
+                    events.extend(reserve_events)
+                    leader, follower = guard_pair(reserve_guards[0])
+                    guards.append(leader)
+                    schedule_guard = guard_all(follower, schedule_guard)
                 events.append(
                     outcomes.unit_event(
                         unit, "workunit.scheduled", result.idempotency_key, result.to_payload(), "krakod:scheduler"
                     )
                 )
-                guards.append(guard_schedule(self.units, unit.attempt))
+                guards.append(schedule_guard)
                 offers.append((unit, result.offered_to))
                 placed += 1
             for entry in blocked:

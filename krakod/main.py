@@ -7,8 +7,10 @@ import asyncio
 import logging
 import os
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from krakod.budgets import BudgetConfig
 from krakod.capacity import CapacityConfig
 from krakod.config import DEFAULT_LISTEN, CapacityOptions, Config, ConfigError, Timing, load_auth
 from krakod.log import DataDirLocked, LogError
@@ -47,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-exec", metavar="CMD", help="run CMD with the target replica count on each scale request")
     p.add_argument("--autoscale-local-agents", action="store_true", help="start/stop agentd processes on this host")
     p.add_argument("--autoscale-kinds", default="cpu")
+    p.add_argument("--credit-limit-usd", default="10.000000", help="LLM spend allowed per tenant before top-ups")
+    p.add_argument("--session-max-tokens", type=int, default=0, help="0: unlimited")
+    p.add_argument("--session-max-llm-invocations", type=int, default=0, help="0: unlimited")
+    p.add_argument("--session-max-cost-usd", default="0", help="0: unlimited")
+    p.add_argument("--unit-max-tokens", type=int, default=0, help="cap on a unit's max_tokens; 0: unlimited")
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools and tests)")
     p.add_argument("--log-level", default=os.environ.get("KRAKO_LOG_LEVEL", "INFO"))
     return p
@@ -74,6 +81,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
             dispatch_timeout_ms=args.dispatch_timeout_ms,
         ),
         extra_handlers=frozenset(args.handler),
+        budget=BudgetConfig.from_env(
+            credit_limit_usd=parse_usd(args.credit_limit_usd, "--credit-limit-usd"),
+            session_max_tokens=args.session_max_tokens,
+            session_max_llm_invocations=args.session_max_llm_invocations,
+            session_max_cost_usd=parse_usd(args.session_max_cost_usd, "--session-max-cost-usd"),
+            unit_max_tokens=args.unit_max_tokens,
+        ),
         capacity=CapacityOptions(
             controller=CapacityConfig(
                 window_s=args.capacity_window_s,
@@ -90,6 +104,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ),
         multi_agent_fanout=args.multi_agent_fanout,
     )
+
+
+def parse_usd(text: str, flag: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"{flag} must be a decimal amount, got {text!r}") from None
 
 
 async def _run(config: Config, port_file: Path | None) -> None:

@@ -73,7 +73,7 @@ class Daemon:
         self.dispatcher.on_queue_wait = self.capacity.waits.record
         self.dispatcher.queue_wait_p95_ms = lambda: int(self.capacity.waits.p95_seconds(60_000) * 1000)
         self.projections = ProjectionService(synchronous=config.synchronous)
-        self.budgets = BudgetBook(BudgetConfig.from_env())
+        self.budgets = BudgetBook(config.budget or BudgetConfig.from_env())
         self.money = MoneyRuntime(log=self.log, units=self.units, budgets=self.budgets, dispatcher=self.dispatcher)
         self.dispatcher.trust = self._trust_view
         self.auth = Authenticator(config.auth)
