@@ -90,7 +90,9 @@ def wait_serving(address: str, deadline: float) -> None:
         channel.close()
 
 
-def start_krakod(data_dir: Path, *args: str, port: int = 0, log_dir: Path | None = None) -> Krakod:
+def start_krakod(
+    data_dir: Path, *args: str, port: int = 0, log_dir: Path | None = None, env: dict[str, str] | None = None
+) -> Krakod:
     """Start krakod on 127.0.0.1:port (0: a free port), wait until it is SERVING, return the handle."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,7 @@ def start_krakod(data_dir: Path, *args: str, port: int = 0, log_dir: Path | None
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     proc = Krakod("krakod", popen, log_path)
     deadline = time.monotonic() + START_TIMEOUT_S

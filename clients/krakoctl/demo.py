@@ -58,10 +58,17 @@ def wait_for_nodes(client: KrakoClient, count: int) -> list[Any]:
         time.sleep(0.1)
 
 
+PRESSURE_WINDOW_S = 0.5
+PRESSURE_ROUND_S = 1.0  # two controller windows per demo round
+PRIORITY_CYCLE = ("p0", "p1", "p2")
+
+
 def round_specs(args: argparse.Namespace, round_no: int, run_id: str) -> list[Any]:
     specs = []
     for i in range(args.burst):
         key = f"demo-{run_id}-r{round_no}-u{i}"
+        # Under simulated pressure the priorities vary, so admission control has something to shed.
+        priority = PRIORITY_CYCLE[i % len(PRIORITY_CYCLE)] if args.simulate_pressure != "none" else "p2"
         if args.kind == "llm_pod":
             specs.append(
                 make_spec(
@@ -73,6 +80,7 @@ def round_specs(args: argparse.Namespace, round_no: int, run_id: str) -> list[An
                     tenant="demo",
                     session=f"demo-{run_id}",
                     idempotent=True,
+                    priority=priority,
                 )
             )
         else:
@@ -85,9 +93,23 @@ def round_specs(args: argparse.Namespace, round_no: int, run_id: str) -> list[An
                     tenant="demo",
                     session=f"demo-{run_id}",
                     idempotent=True,
+                    priority=priority,
                 )
             )
     return specs
+
+
+def submit_round(client: KrakoClient, specs: list[Any]) -> tuple[list[str], list[str]]:
+    """Submit one by one: admission control refuses by priority, so one refusal must not sink the rest."""
+    admitted, refused = [], []
+    for spec in specs:
+        try:
+            admitted.append(client.submit_many([spec])[0].work_unit_id)
+        except KrakoError as exc:
+            if exc.code.name != "RESOURCE_EXHAUSTED":
+                raise
+            refused.append(exc.message)
+    return admitted, refused
 
 
 def wait_terminal(client: KrakoClient, ids: list[str], after_seq: int) -> dict[str, str]:
@@ -143,14 +165,34 @@ def run_demo(args: argparse.Namespace) -> int:
             proc.stop()
 
 
-def _run(args: argparse.Namespace, root: Path, procs: list[Proc]) -> int:
-    started = time.monotonic()
-    krakod_args: list[str] = ["--heartbeat-interval-ms", "500"]
+def krakod_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--heartbeat-interval-ms", "500"]
     if args.multi_agent:
-        krakod_args += ["--multi-agent-fanout", "3"]
-    krakod = start_krakod(root / "krakod", *krakod_args)
-    procs.append(krakod)
-    say(args, f"krakod serving on {krakod.address} (data dir {root / 'krakod'})", server=krakod.address)
+        flags += ["--multi-agent-fanout", "3"]
+    if args.simulate_pressure != "none":
+        # Short windows and cooldowns so a demo run shows the controller acting; the local actuator starts
+        # and stops real agentd processes as the replica count R changes.
+        flags += [
+            "--simulate-pressure",
+            args.simulate_pressure,
+            "--capacity-window-s",
+            str(PRESSURE_WINDOW_S),
+            "--capacity-cooldown-up-s",
+            "3",
+            "--capacity-cooldown-down-s",
+            "6",
+            "--replicas-max",
+            "4",
+            "--autoscale-local-agents",
+            "--autoscale-kinds",
+            args.kind,
+        ]
+    return flags
+
+
+def start_agents(args: argparse.Namespace, krakod: Any, root: Path, procs: list[Proc]) -> int:
+    if args.simulate_pressure != "none":
+        return 1  # krakod's local actuator starts R agents itself (R_min = 1)
     n_agents = args.agents or (3 if args.multi_agent else (1 if args.kind == "llm_pod" else 2))
     for i in range(n_agents):
         node_id = f"demo-{'llm' if args.kind == 'llm_pod' else 'cpu'}-{i + 1}"
@@ -158,27 +200,45 @@ def _run(args: argparse.Namespace, root: Path, procs: list[Proc]) -> int:
         procs.append(
             start_agentd(krakod.address, node_id, root / "agents" / node_id, *extra, kinds=args.kind, concurrency=4)
         )
+    return n_agents
+
+
+def _run(args: argparse.Namespace, root: Path, procs: list[Proc]) -> int:
+    started = time.monotonic()
+    env = {"KRAKO_LLM_PROVIDER": args.llm_provider}
+    krakod = start_krakod(root / "krakod", *krakod_flags(args), env=env)
+    procs.append(krakod)
+    say(args, f"krakod serving on {krakod.address} (data dir {root / 'krakod'})", server=krakod.address)
+    n_agents = start_agents(args, krakod, root, procs)
     with KrakoClient(krakod.address) as client:
         nodes = wait_for_nodes(client, n_agents)
         say(args, f"{len(nodes)} agents connected: {', '.join(n.node_id for n in nodes)}")
         run_id = time.strftime("%Y%m%d%H%M%S")
+        # The demo tenant's wallet gets a top-up, so the ledger has something to debit.
+        client.credit("demo", "10.000000", key=f"demo-topup-{run_id}")
         all_ids: list[str] = []
+        refusals = 0
         for round_no in range(1, args.polls + 1):
+            round_started = time.monotonic()
             after = client.read_events(limit=1).last_seq
-            results = client.submit_many(round_specs(args, round_no, run_id))
-            ids = [r.work_unit_id for r in results]
+            ids, refused = submit_round(client, round_specs(args, round_no, run_id))
             all_ids.extend(ids)
-            states = wait_terminal(client, ids, after)
-            done = Counter(states.values())
-            say(
-                args,
-                f"round {round_no}/{args.polls}: submitted {len(ids)}, "
-                + ", ".join(f"{k} {v}" for k, v in sorted(done.items())),
-                round=round_no,
-                states=dict(done),
+            refusals += len(refused)
+            done = Counter(wait_terminal(client, ids, after).values())
+            line = f"round {round_no}/{args.polls}: submitted {len(ids) + len(refused)}, " + ", ".join(
+                f"{k} {v}" for k, v in sorted(done.items())
             )
+            fields: dict[str, Any] = {"round": round_no, "states": dict(done), "refused": len(refused)}
+            if args.simulate_pressure != "none":
+                cap = client.capacity()
+                line += f"; refused by admission {len(refused)}; mode {cap.mode}, replicas R={cap.replicas}"
+                fields.update(mode=cap.mode, replicas=cap.replicas)
+                # Pace rounds at the controller's window so each round shows a new evaluation.
+                time.sleep(max(0.0, PRESSURE_ROUND_S - (time.monotonic() - round_started)))
+            say(args, line, **fields)
         summary = summarise(client, all_ids)
     summary["elapsed_s"] = round(time.monotonic() - started, 2)
+    summary["refused_by_admission"] = refusals
     print_summary(args, summary)
     return 0 if summary["units"].get("completed", 0) == len(all_ids) else 1
 
@@ -226,8 +286,16 @@ def summarise(client: KrakoClient, ids: list[str]) -> dict[str, Any]:
             for inv in llm
         ],
     }
+    summary["capacity_timeline"] = [
+        {"type": e.type, **{k: v for k, v in json.loads(e.payload_json).items() if k in TIMELINE_FIELDS}}
+        for e in events
+        if e.type in ("capacity.admission.mode.changed", "capacity.scale.requested")
+    ]
     summary.update(optional_sections(client))
     return summary
+
+
+TIMELINE_FIELDS = ("window", "from", "to", "rule", "from_replicas", "to_replicas")
 
 
 def optional_sections(client: KrakoClient) -> dict[str, Any]:
@@ -271,7 +339,20 @@ def print_summary(args: argparse.Namespace, s: dict[str, Any]) -> None:
     if "wallets" in s:
         print(f"wallets:      {s['wallets']}  billing anomalies: {s['billing_findings']}")
     if "capacity" in s:
-        print(f"capacity:     {s['capacity']}")
+        print(
+            f"capacity:     mode {s['capacity']['mode']}, replicas {s['capacity']['replicas']}; "
+            f"refused by admission: {s['refused_by_admission']}"
+        )
+    first_window = min((c["window"] for c in s["capacity_timeline"]), default=0)
+    for change in s["capacity_timeline"]:
+        change = {**change, "window": change["window"] - first_window}
+        if change["type"] == "capacity.scale.requested":
+            print(
+                f"  window +{change['window']}: scale R {change['from_replicas']} -> {change['to_replicas']} "
+                f"({change['rule']})"
+            )
+        else:
+            print(f"  window +{change['window']}: admission {change['from']} -> {change['to']} ({change['rule']})")
     print(f"log:          {s['log_seq']} events")
     for name, count in s["events"].items():
         print(f"  {name:<32} {count}")
