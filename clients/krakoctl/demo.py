@@ -26,8 +26,8 @@ NODE_WAIT_S = 30.0
 ROUND_WAIT_S = 120.0
 
 
-def add_demo_parser(sub: Any) -> None:
-    d = sub.add_parser("demo", help="run krakod and agents locally and drive a scenario")
+def add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    d = sub.add_parser("demo", help="run krakod and agents locally and drive a scenario", parents=[common])
     d.add_argument("--data-dir", type=Path, default=Path("krako-demo"), help="demo directory (default ./krako-demo)")
     d.add_argument("--reset", action="store_true", help="start from an empty data dir")
     d.add_argument("--burst", type=int, default=3, help="units submitted per round")

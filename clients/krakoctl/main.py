@@ -226,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", help="CA certificate to verify krakod's TLS certificate")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = p.add_subparsers(dest="command", required=True)
+    # --json is accepted after the command too (`krakoctl submit ... --json`); SUPPRESS keeps the global value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
 
-    s = sub.add_parser("submit", help="submit a work unit")
+    s = sub.add_parser("submit", help="submit a work unit", parents=[common])
     s.add_argument("--kind", required=True, choices=["cpu", "llm_pod"])
     s.add_argument("--handler")
     s.add_argument("--input", default="null", help="input JSON")
@@ -245,44 +248,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_submit)
 
     for name, func, helptext in (("get", cmd_get, "show a work unit"), ("watch", cmd_watch, "stream a unit's events")):
-        c = sub.add_parser(name, help=helptext)
+        c = sub.add_parser(name, help=helptext, parents=[common])
         c.add_argument("id")
         c.set_defaults(func=func)
-    c = sub.add_parser("cancel", help="cancel a work unit")
+    c = sub.add_parser("cancel", help="cancel a work unit", parents=[common])
     c.add_argument("id")
     c.add_argument("--reason")
     c.set_defaults(func=cmd_cancel)
 
-    sub.add_parser("nodes", help="list agents").set_defaults(func=cmd_nodes)
-    e = sub.add_parser("events", help="read or follow the event log")
+    sub.add_parser("nodes", help="list agents", parents=[common]).set_defaults(func=cmd_nodes)
+    e = sub.add_parser("events", help="read or follow the event log", parents=[common])
     e.add_argument("--after", type=int, default=0)
     e.add_argument("--limit", type=int, default=100)
     e.add_argument("--follow", action="store_true")
     e.add_argument("--type", action="append")
     e.set_defaults(func=cmd_events)
-    d = sub.add_parser("drain", help="stop new placements on a node; its work finishes")
+    d = sub.add_parser("drain", help="stop new placements on a node; its work finishes", parents=[common])
     d.add_argument("node")
     d.set_defaults(func=cmd_drain)
-    sub.add_parser("capacity", help="admission mode, replicas and queue").set_defaults(func=cmd_capacity)
-    w = sub.add_parser("wallet", help="wallet balances, or a top-up with --credit")
+    sub.add_parser("capacity", help="admission mode, replicas and queue", parents=[common]).set_defaults(
+        func=cmd_capacity
+    )
+    w = sub.add_parser("wallet", help="wallet balances, or a top-up with --credit", parents=[common])
     w.add_argument("--tenant")
     w.add_argument("--credit", metavar="USD", help="top up by this amount (needs --tenant and --key)")
     w.add_argument("--key", help="client key of the top-up: sending it twice credits once")
     w.set_defaults(func=cmd_wallet)
-    lg = sub.add_parser("ledger", help="ledger lines")
+    lg = sub.add_parser("ledger", help="ledger lines", parents=[common])
     lg.add_argument("--tenant")
     lg.add_argument("--export", choices=["jsonl"])
     lg.set_defaults(func=cmd_ledger)
-    b = sub.add_parser("billing", help="billing checks")
+    b = sub.add_parser("billing", help="billing checks", parents=[common])
     b.add_argument("action", choices=["check"])
     b.set_defaults(func=cmd_billing)
-    r = sub.add_parser("replay", help="rebuild projections from seq 0 and compare")
+    r = sub.add_parser("replay", help="rebuild projections from seq 0 and compare", parents=[common])
     r.add_argument("--verify", action="store_true", required=True)
     r.set_defaults(func=cmd_replay)
 
     from clients.krakoctl.demo import add_demo_parser
 
-    add_demo_parser(sub)
+    add_demo_parser(sub, common)
     return p
 
 
