@@ -375,7 +375,9 @@ class Dispatcher:
                 heapq.heappush(heap, entry)
         if not events:
             return
-        results = await self.log.append_many(events, guards=guards)
+        # Offers leave once the schedule is decided, not committed: an offer grants nothing until a claim
+        # commits, and a failed commit closes the log (krakod stops), so no offer can outlive its decision.
+        results = await self.log.append_many(events, guards=guards, durable=False)
         for index, (unit, guard) in reservations.items():
             refused = results[index].refused
             if refused is not None and self.on_reservation_refused is not None:

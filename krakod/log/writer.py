@@ -79,7 +79,7 @@ class LogLimits:
 class _Request:
     """One append_many call on its way through the writer."""
 
-    __slots__ = ("events", "future", "guards", "keys", "payloads")
+    __slots__ = ("decided", "events", "future", "guards", "keys", "payloads")
 
     def __init__(
         self,
@@ -88,12 +88,14 @@ class _Request:
         payloads: Sequence[str],
         guards: Sequence[Guard | None] | None,
         future: asyncio.Future[list[AppendResult]],
+        decided: asyncio.Future[list[AppendResult]] | None = None,
     ) -> None:
         self.events = events
         self.keys = keys
         self.payloads = payloads
         self.guards = guards
         self.future = future
+        self.decided = decided  # set when the caller only waits for the decision (durable=False)
 
 
 class _Decided:
@@ -267,9 +269,15 @@ class EventLog:
         return (await future)[0]
 
     async def append_many(
-        self, events: Sequence[NewEvent], *, guards: Sequence[Guard | None] | None = None
+        self, events: Sequence[NewEvent], *, guards: Sequence[Guard | None] | None = None, durable: bool = True
     ) -> list[AppendResult]:
-        """Append events in order; they commit together in one transaction."""
+        """Append events in order; they commit together in one transaction.
+
+        durable=False returns as soon as the events are *decided* (seq assigned, guards and
+        stagers run), before their commit. Use it only for actions that are safe to take on
+        a decision that a failed commit would undo — a failed commit closes the log and the
+        daemon stops — such as sending an offer, which grants nothing until a claim commits.
+        """
         if not events:
             return []
         if len(events) > self.limits.max_request_events:
@@ -283,15 +291,21 @@ class EventLog:
         payloads = [canonical_json(e.payload) for e in events]
         if guards is not None and not any(guards):
             guards = None
-        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        request = _Request(events, keys, payloads, guards, future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AppendResult]] = loop.create_future()
+        decided: asyncio.Future[list[AppendResult]] | None = None
+        if not durable:
+            decided = loop.create_future()
+            # Nobody awaits the commit: retrieve its outcome so a failure is not reported as unhandled.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        request = _Request(events, keys, payloads, guards, future, decided)
         if self._space_waiters or len(self._intake) >= self.limits.queue_max_requests:
             await self._wait_for_space(request)
         else:
             self._intake.append(request)
             if not self._intake_ready.is_set():
                 self._intake_ready.set()
-        return await future
+        return await (decided if decided is not None else future)
 
     async def _wait_for_space(self, request: _Request) -> None:
         """Queue behind earlier waiters until the intake has room, then enqueue the request."""
@@ -437,6 +451,8 @@ class EventLog:
                     stager(event)
                 results.append(AppendResult(event, True))
             outcomes.append(results)
+            if request.decided is not None and not request.decided.done():
+                request.decided.set_result(results)
         self._decided_seq = seq
         self._uncommitted_events += len(staged)
         self._decided.append(_Decided(batch, outcomes, staged))
@@ -509,6 +525,8 @@ class EventLog:
         for request in pending:
             if not request.future.done():
                 request.future.set_exception(closed)
+            if request.decided is not None and not request.decided.done():
+                request.decided.set_exception(closed)
         while self._space_waiters:
             waiter = self._space_waiters.popleft()
             if not waiter.done():

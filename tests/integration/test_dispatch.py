@@ -58,7 +58,9 @@ async def test_five_agents_racing_for_every_unit_execute_each_exactly_once(fanou
     agents = [ScriptedAgent(f"127.0.0.1:{d.port}", f"racer-{i}", concurrency=64) for i in range(5)]
     for agent in agents:
         await agent.start()
-    ids = await submit(channel, *[echo_spec() for _ in range(200)])
+    ids = []
+    for _ in range(2):  # 1,000 units in two batches of 500; p1 so a backlog of 1,000 is never throttled
+        ids += await submit(channel, *[echo_spec(priority=common_pb2.PRIORITY_P1) for _ in range(500)])
     for unit_id in ids:
         assert (await wait_terminal(channel, unit_id)).state == common_pb2.WORK_UNIT_STATE_COMPLETED
     events = await d.log.read(0, 10_000)
