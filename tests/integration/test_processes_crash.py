@@ -55,7 +55,11 @@ def wait_for_completions(client: KrakoClient, unit_ids: set[str], timeout_s: flo
         if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
             raise
     missing = len(unit_ids) - len(seen)
-    raise AssertionError(f"{missing} of {len(unit_ids)} units never finished within {timeout_s} s")
+    nodes = [(n.node_id, n.connected, n.concurrency, n.available_slots) for n in client.nodes()]
+    raise AssertionError(
+        f"{missing} of {len(unit_ids)} units never finished within {timeout_s} s; "
+        f"nodes (id, connected, concurrency, available_slots): {nodes}"
+    )
 
 
 @pytest.fixture
@@ -73,12 +77,40 @@ def spec(i: int) -> common_pb2.WorkUnitSpec:
     return make_spec(kind="cpu", handler="echo", input={"i": i}, key=f"k{i}")
 
 
-def test_acknowledged_submissions_survive_sigkill_of_krakod_and_run_exactly_once(tmp_path: Path, procs):
+def wait_registered(client: KrakoClient, node_ids: set[str], timeout_s: float = 30.0) -> None:
+    request = events_pb2.SubscribeEventsRequest(after_seq=0, types=["node.registered"])
+    seen: set[str] = set()
+    try:
+        for batch in client.events.SubscribeEvents(request, timeout=timeout_s):
+            seen.update(json.loads(e.payload_json)["node_id"] for e in batch.events)
+            if node_ids <= seen:
+                return
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    raise AssertionError(f"agents {sorted(node_ids - seen)} did not register within {timeout_s} s")
+
+
+@pytest.mark.parametrize(
+    "agents",
+    [
+        # The agents are executing units when krakod dies: claims and results are in flight across the crash.
+        "connected before the burst",
+        # The burst starts at once, so krakod often dies before the agents connect and they first
+        # register with the restarted krakod while the keys are being resubmitted.
+        "still connecting",
+    ],
+)
+def test_acknowledged_submissions_survive_sigkill_of_krakod_and_run_exactly_once(tmp_path: Path, procs, agents):
     data_dir = tmp_path / "krakod"
     first: Krakod = start_krakod(data_dir)
     procs.append(first)
-    for name in ("agent-1", "agent-2"):
+    names = {"agent-1", "agent-2"}
+    for name in sorted(names):
         procs.append(start_agentd(first.address, name, tmp_path / name, concurrency=8))
+    if agents == "connected before the burst":
+        with KrakoClient(first.address) as client:
+            wait_registered(client, names)
 
     acked: dict[str, str] = {}  # client key -> work_unit_id, for every acknowledged key
     enough_acked = threading.Event()
