@@ -80,6 +80,7 @@ RELEASING = frozenset(
     }
 )
 DEFAULT_TRUST = TrustView()
+RESCAN_MS = 1000  # how soon parked units (nothing fit them) are examined again
 
 
 def now_ms() -> int:
@@ -131,6 +132,12 @@ class Dispatcher:
         # kind is connected, the pass logs their deferral from here instead of scanning the ready heap.
         self._unplaced: dict[str, deque[tuple[str, int]]] = {}
         self._holders: dict[str, set[str]] = {}  # unit -> nodes holding a slot for it (offers and the claim)
+        # Units the pipeline examined and could not place (a breaker open, a constraint no free node meets):
+        # parked per kind so they never block the units behind them, and retried on a rescan — when a node
+        # joins, or RESCAN_MS after they were parked (a breaker's probe time, a lapsed exclusion).
+        self._parked: dict[str, list[tuple[int, int, str, int]]] = {}
+        self._rescan_now = False
+        self._rescan_armed = False
         self._timers: list[tuple[int, int, str, str, int, int]] = []  # (due_ms, n, kind, unit, attempt, round)
         self._counter = itertools.count()
         self._leases: dict[str, tuple[str, int, int]] = {}  # unit -> (node, attempt, expires_ms)
@@ -242,6 +249,7 @@ class Dispatcher:
         if previous is not None and previous is not link:
             previous.close("replaced by a newer connection of the same node")
         self.links[hello.node_id] = link
+        self._rescan_now = True  # a new node may fit what nothing fit before
         self._wake_scheduler.set()
         return payload
 
@@ -323,6 +331,13 @@ class Dispatcher:
         now = now_ms()
         trust = self.trust()
         fanout = self.config.multi_agent_fanout
+        if self._rescan_now:
+            self._rescan_now = False
+            for kind, parked in self._parked.items():
+                heap = self._ready.setdefault(kind, [])
+                for entry in parked:
+                    heapq.heappush(heap, entry)
+                parked.clear()
         for kind, heap in self._ready.items():
             if not heap:
                 continue
@@ -371,8 +386,13 @@ class Dispatcher:
                 guards.append(schedule_guard)
                 offers.append((unit, result.offered_to))
                 placed += 1
-            for entry in blocked:
-                heapq.heappush(heap, entry)
+            self._parked.setdefault(kind, []).extend(blocked)
+            if len(blocked) >= self.max_blocked_per_pass and heap:
+                self._wake_scheduler.set()  # the units behind the parked ones get their turn next pass
+        if not self._rescan_armed and any(self._parked.values()):
+            self._rescan_armed = True
+            heapq.heappush(self._timers, (now + RESCAN_MS, next(self._counter), "rescan", "", 0, 0))
+            self._wake_timers.set()
         if not events:
             return
         # Offers leave once the schedule is decided, not committed: an offer grants nothing until a claim
@@ -644,6 +664,11 @@ class Dispatcher:
         while self._timers and self._timers[0][0] <= now and fired < self.max_timer_batch:
             fired += 1
             _, _, kind, work_unit_id, attempt, round_ = heapq.heappop(self._timers)
+            if kind == "rescan":
+                self._rescan_armed = False
+                self._rescan_now = True
+                self._wake_scheduler.set()
+                continue
             unit = self.units.get(work_unit_id)
             if unit is None or unit.attempt != attempt or unit.terminal:
                 continue

@@ -276,3 +276,19 @@ async def test_state_survives_a_restart_and_pending_units_run_after_it(tmp_path)
     await agent.close()
     await channel.close()
     await second.stop()
+
+
+async def test_units_nothing_fits_do_not_block_the_units_behind_them(daemon, channel):
+    agent = ScriptedAgent(f"127.0.0.1:{daemon.port}", "earthling", region="earth")
+    await agent.start()
+    stranded = await submit(channel, *[echo_spec(region="mars", region_required=True) for _ in range(300)])
+    [runnable] = await submit(channel, echo_spec())
+    assert (await wait_terminal(channel, runnable)).node_id == "earthling"
+    deferred = [e for e in await daemon.log.read(0, 5000, types=["workunit.scheduling.deferred"])]
+    assert {e.work_unit_id for e in deferred} <= set(stranded) and deferred
+    martian = ScriptedAgent(f"127.0.0.1:{daemon.port}", "martian", region="mars", concurrency=64)
+    await martian.start()
+    for unit_id in stranded[:5]:
+        assert (await wait_terminal(channel, unit_id)).node_id == "martian"
+    await martian.close()
+    await agent.close()
