@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import grpc
-from krako.v1 import common_pb2, events_pb2, events_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from krako.v1 import admin_pb2, admin_pb2_grpc, common_pb2, events_pb2, events_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
 from clients.processes import start_agentd, start_krakod
 
@@ -60,12 +60,24 @@ class Completions:
                 pass
 
 
+LAG_SAMPLE_S = 0.25
+
+
+async def sample_projection_lag(channel: grpc.aio.Channel, lags: list[int]) -> None:
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    while True:
+        lags.append((await admin.GetCapacity(admin_pb2.GetCapacityRequest())).projection_lag_events)
+        await asyncio.sleep(LAG_SAMPLE_S)  # a sampling period, not a wait for a condition
+
+
 async def throughput(address: str, units: int, batch: int) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         last = await events_pb2_grpc.EventServiceStub(channel).ReadEvents(events_pb2.ReadEventsRequest(limit=1))
         completions = Completions(channel)
         follower = asyncio.create_task(completions.follow(last.last_seq))
+        lags: list[int] = []
+        sampler = asyncio.create_task(sample_projection_lag(channel, lags))
         ids: set[str] = set()
         started = time.perf_counter()
         pending = []
@@ -84,11 +96,17 @@ async def throughput(address: str, units: int, batch: int) -> None:
         await completions.wait_all(ids, timeout_s=300)
         finished = max(completions.seen[i] for i in ids)
         follower.cancel()
+        sampler.cancel()
     elapsed = finished - started
     print(
         f"throughput: {units} echo units, batches of {batch}: submitted in {submitted - started:.2f} s, "
         f"all completed in {elapsed:.2f} s -> {units / elapsed:,.0f} units/s"
     )
+    if lags:
+        print(
+            f"projection lag during the run (sampled every {LAG_SAMPLE_S} s): median "
+            f"{statistics.median(lags):.0f} events, max {max(lags)} events"
+        )
 
 
 async def latency(address: str, units: int, rate: float) -> None:

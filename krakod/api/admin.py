@@ -95,6 +95,8 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
                 for w in self.capacity.controller.recent()
             ],
             congestion=self.dispatcher.congestion_mode(),
+            projection_lag_events=self.projections.lag(),
+            log_seq=self.log.last_seq,
         )
 
     # -- money -----------------------------------------------------------------------------

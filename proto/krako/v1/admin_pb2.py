@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14krako/v1/admin.proto\x12\x08krako.v1\"\x85\x03\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x04 \x01(\r\x12\x17\n\x0f\x61vailable_slots\x18\x05 \x01(\r\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x07 \x01(\r\x12\x13\n\x0butilization\x18\x08 \x01(\x01\x12\x10\n\x08\x63pu_load\x18\t \x01(\x01\x12\x1e\n\x16memory_available_bytes\x18\n \x01(\x04\x12\x0e\n\x06health\x18\x0b \x01(\t\x12\x1d\n\x15last_heartbeat_age_ms\x18\x0c \x01(\x04\x12\x0f\n\x07version\x18\r \x01(\t\x12\x11\n\tconnected\x18\x0e \x01(\x08\x12\x13\n\x0btrust_score\x18\x0f \x01(\t\x12\x10\n\x08handlers\x18\x10 \x03(\t\x12\x11\n\tllm_tiers\x18\x11 \x03(\t\x12\x12\n\nllm_models\x18\x12 \x03(\t\x12\x0f\n\x07\x63ircuit\x18\x13 \x01(\t\"\x12\n\x10ListNodesRequest\"2\n\x11ListNodesResponse\x12\x1d\n\x05nodes\x18\x01 \x03(\x0b\x32\x0e.krako.v1.Node\"#\n\x10\x44rainNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"1\n\x11\x44rainNodeResponse\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.krako.v1.Node\"\x14\n\x12GetCapacityRequest\"\x84\x01\n\x0e\x43\x61pacityWindow\x12\x0e\n\x06window\x18\x01 \x01(\x04\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x18\n\x10wait_p95_seconds\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\"\xd8\x01\n\x13GetCapacityResponse\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x1f\n\x17\x63oncurrency_per_replica\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x18\n\x10wait_p95_seconds\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\x12(\n\x06recent\x18\x07 \x03(\x0b\x32\x18.krako.v1.CapacityWindow\x12\x12\n\ncongestion\x18\x08 \x01(\t\"P\n\x13\x43reditWalletRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\namount_usd\x18\x02 \x01(\t\x12\x12\n\nclient_key\x18\x03 \x01(\t\"X\n\x14\x43reditWalletResponse\x12 \n\x06wallet\x18\x01 \x01(\x0b\x32\x10.krako.v1.Wallet\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"q\n\x06Wallet\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61lance_usd\x18\x02 \x01(\t\x12\x14\n\x0c\x63redited_usd\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65\x62ited_usd\x18\x04 \x01(\t\x12\x14\n\x0creserved_usd\x18\x05 \x01(\t\"\'\n\x12ListWalletsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"8\n\x13ListWalletsResponse\x12!\n\x07wallets\x18\x01 \x03(\x0b\x32\x10.krako.v1.Wallet\"\x1f\n\nLedgerLine\x12\x11\n\tline_json\x18\x01 \x01(\t\"G\n\x11ListLedgerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"P\n\x12ListLedgerResponse\x12#\n\x05lines\x18\x01 \x03(\x0b\x32\x14.krako.v1.LedgerLine\x12\x15\n\rnext_after_id\x18\x02 \x01(\x04\"\x15\n\x13\x43heckBillingRequest\"\'\n\x07\x46inding\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"X\n\x14\x43heckBillingResponse\x12#\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x11.krako.v1.Finding\x12\x1b\n\x13\x63hecked_through_seq\x18\x02 \x01(\x04\"\x15\n\x13VerifyReplayRequest\"e\n\x10ProjectionDigest\x12\x12\n\nprojection\x18\x01 \x01(\t\x12\x13\n\x0blive_sha256\x18\x02 \x01(\t\x12\x15\n\rreplay_sha256\x18\x03 \x01(\t\x12\x11\n\tidentical\x18\x04 \x01(\x08\"k\n\x14VerifyReplayResponse\x12+\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x1a.krako.v1.ProjectionDigest\x12\x11\n\tidentical\x18\x02 \x01(\x08\x12\x13\n\x0bthrough_seq\x18\x03 \x01(\x04\x32\xe8\x04\n\x0c\x41\x64minService\x12\x44\n\tListNodes\x12\x1a.krako.v1.ListNodesRequest\x1a\x1b.krako.v1.ListNodesResponse\x12\x44\n\tDrainNode\x12\x1a.krako.v1.DrainNodeRequest\x1a\x1b.krako.v1.DrainNodeResponse\x12J\n\x0bGetCapacity\x12\x1c.krako.v1.GetCapacityRequest\x1a\x1d.krako.v1.GetCapacityResponse\x12M\n\x0c\x43reditWallet\x12\x1d.krako.v1.CreditWalletRequest\x1a\x1e.krako.v1.CreditWalletResponse\x12J\n\x0bListWallets\x12\x1c.krako.v1.ListWalletsRequest\x1a\x1d.krako.v1.ListWalletsResponse\x12G\n\nListLedger\x12\x1b.krako.v1.ListLedgerRequest\x1a\x1c.krako.v1.ListLedgerResponse\x12M\n\x0c\x43heckBilling\x12\x1d.krako.v1.CheckBillingRequest\x1a\x1e.krako.v1.CheckBillingResponse\x12M\n\x0cVerifyReplay\x12\x1d.krako.v1.VerifyReplayRequest\x1a\x1e.krako.v1.VerifyReplayResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14krako/v1/admin.proto\x12\x08krako.v1\"\x85\x03\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\r\n\x05kinds\x18\x03 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x04 \x01(\r\x12\x17\n\x0f\x61vailable_slots\x18\x05 \x01(\r\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x07 \x01(\r\x12\x13\n\x0butilization\x18\x08 \x01(\x01\x12\x10\n\x08\x63pu_load\x18\t \x01(\x01\x12\x1e\n\x16memory_available_bytes\x18\n \x01(\x04\x12\x0e\n\x06health\x18\x0b \x01(\t\x12\x1d\n\x15last_heartbeat_age_ms\x18\x0c \x01(\x04\x12\x0f\n\x07version\x18\r \x01(\t\x12\x11\n\tconnected\x18\x0e \x01(\x08\x12\x13\n\x0btrust_score\x18\x0f \x01(\t\x12\x10\n\x08handlers\x18\x10 \x03(\t\x12\x11\n\tllm_tiers\x18\x11 \x03(\t\x12\x12\n\nllm_models\x18\x12 \x03(\t\x12\x0f\n\x07\x63ircuit\x18\x13 \x01(\t\"\x12\n\x10ListNodesRequest\"2\n\x11ListNodesResponse\x12\x1d\n\x05nodes\x18\x01 \x03(\x0b\x32\x0e.krako.v1.Node\"#\n\x10\x44rainNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"1\n\x11\x44rainNodeResponse\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.krako.v1.Node\"\x14\n\x12GetCapacityRequest\"\x84\x01\n\x0e\x43\x61pacityWindow\x12\x0e\n\x06window\x18\x01 \x01(\x04\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x18\n\x10wait_p95_seconds\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\"\x88\x02\n\x13GetCapacityResponse\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x1f\n\x17\x63oncurrency_per_replica\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x18\n\x10wait_p95_seconds\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\x12(\n\x06recent\x18\x07 \x03(\x0b\x32\x18.krako.v1.CapacityWindow\x12\x12\n\ncongestion\x18\x08 \x01(\t\x12\x1d\n\x15projection_lag_events\x18\t \x01(\x04\x12\x0f\n\x07log_seq\x18\n \x01(\x04\"P\n\x13\x43reditWalletRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\namount_usd\x18\x02 \x01(\t\x12\x12\n\nclient_key\x18\x03 \x01(\t\"X\n\x14\x43reditWalletResponse\x12 \n\x06wallet\x18\x01 \x01(\x0b\x32\x10.krako.v1.Wallet\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"q\n\x06Wallet\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61lance_usd\x18\x02 \x01(\t\x12\x14\n\x0c\x63redited_usd\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65\x62ited_usd\x18\x04 \x01(\t\x12\x14\n\x0creserved_usd\x18\x05 \x01(\t\"\'\n\x12ListWalletsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"8\n\x13ListWalletsResponse\x12!\n\x07wallets\x18\x01 \x03(\x0b\x32\x10.krako.v1.Wallet\"\x1f\n\nLedgerLine\x12\x11\n\tline_json\x18\x01 \x01(\t\"G\n\x11ListLedgerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"P\n\x12ListLedgerResponse\x12#\n\x05lines\x18\x01 \x03(\x0b\x32\x14.krako.v1.LedgerLine\x12\x15\n\rnext_after_id\x18\x02 \x01(\x04\"\x15\n\x13\x43heckBillingRequest\"\'\n\x07\x46inding\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"X\n\x14\x43heckBillingResponse\x12#\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x11.krako.v1.Finding\x12\x1b\n\x13\x63hecked_through_seq\x18\x02 \x01(\x04\"\x15\n\x13VerifyReplayRequest\"e\n\x10ProjectionDigest\x12\x12\n\nprojection\x18\x01 \x01(\t\x12\x13\n\x0blive_sha256\x18\x02 \x01(\t\x12\x15\n\rreplay_sha256\x18\x03 \x01(\t\x12\x11\n\tidentical\x18\x04 \x01(\x08\"k\n\x14VerifyReplayResponse\x12+\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x1a.krako.v1.ProjectionDigest\x12\x11\n\tidentical\x18\x02 \x01(\x08\x12\x13\n\x0bthrough_seq\x18\x03 \x01(\x04\x32\xe8\x04\n\x0c\x41\x64minService\x12\x44\n\tListNodes\x12\x1a.krako.v1.ListNodesRequest\x1a\x1b.krako.v1.ListNodesResponse\x12\x44\n\tDrainNode\x12\x1a.krako.v1.DrainNodeRequest\x1a\x1b.krako.v1.DrainNodeResponse\x12J\n\x0bGetCapacity\x12\x1c.krako.v1.GetCapacityRequest\x1a\x1d.krako.v1.GetCapacityResponse\x12M\n\x0c\x43reditWallet\x12\x1d.krako.v1.CreditWalletRequest\x1a\x1e.krako.v1.CreditWalletResponse\x12J\n\x0bListWallets\x12\x1c.krako.v1.ListWalletsRequest\x1a\x1d.krako.v1.ListWalletsResponse\x12G\n\nListLedger\x12\x1b.krako.v1.ListLedgerRequest\x1a\x1c.krako.v1.ListLedgerResponse\x12M\n\x0c\x43heckBilling\x12\x1d.krako.v1.CheckBillingRequest\x1a\x1e.krako.v1.CheckBillingResponse\x12M\n\x0cVerifyReplay\x12\x1d.krako.v1.VerifyReplayRequest\x1a\x1e.krako.v1.VerifyReplayResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,35 +46,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPACITYWINDOW']._serialized_start=609
   _globals['_CAPACITYWINDOW']._serialized_end=741
   _globals['_GETCAPACITYRESPONSE']._serialized_start=744
-  _globals['_GETCAPACITYRESPONSE']._serialized_end=960
-  _globals['_CREDITWALLETREQUEST']._serialized_start=962
-  _globals['_CREDITWALLETREQUEST']._serialized_end=1042
-  _globals['_CREDITWALLETRESPONSE']._serialized_start=1044
-  _globals['_CREDITWALLETRESPONSE']._serialized_end=1132
-  _globals['_WALLET']._serialized_start=1134
-  _globals['_WALLET']._serialized_end=1247
-  _globals['_LISTWALLETSREQUEST']._serialized_start=1249
-  _globals['_LISTWALLETSREQUEST']._serialized_end=1288
-  _globals['_LISTWALLETSRESPONSE']._serialized_start=1290
-  _globals['_LISTWALLETSRESPONSE']._serialized_end=1346
-  _globals['_LEDGERLINE']._serialized_start=1348
-  _globals['_LEDGERLINE']._serialized_end=1379
-  _globals['_LISTLEDGERREQUEST']._serialized_start=1381
-  _globals['_LISTLEDGERREQUEST']._serialized_end=1452
-  _globals['_LISTLEDGERRESPONSE']._serialized_start=1454
-  _globals['_LISTLEDGERRESPONSE']._serialized_end=1534
-  _globals['_CHECKBILLINGREQUEST']._serialized_start=1536
-  _globals['_CHECKBILLINGREQUEST']._serialized_end=1557
-  _globals['_FINDING']._serialized_start=1559
-  _globals['_FINDING']._serialized_end=1598
-  _globals['_CHECKBILLINGRESPONSE']._serialized_start=1600
-  _globals['_CHECKBILLINGRESPONSE']._serialized_end=1688
-  _globals['_VERIFYREPLAYREQUEST']._serialized_start=1690
-  _globals['_VERIFYREPLAYREQUEST']._serialized_end=1711
-  _globals['_PROJECTIONDIGEST']._serialized_start=1713
-  _globals['_PROJECTIONDIGEST']._serialized_end=1814
-  _globals['_VERIFYREPLAYRESPONSE']._serialized_start=1816
-  _globals['_VERIFYREPLAYRESPONSE']._serialized_end=1923
-  _globals['_ADMINSERVICE']._serialized_start=1926
-  _globals['_ADMINSERVICE']._serialized_end=2542
+  _globals['_GETCAPACITYRESPONSE']._serialized_end=1008
+  _globals['_CREDITWALLETREQUEST']._serialized_start=1010
+  _globals['_CREDITWALLETREQUEST']._serialized_end=1090
+  _globals['_CREDITWALLETRESPONSE']._serialized_start=1092
+  _globals['_CREDITWALLETRESPONSE']._serialized_end=1180
+  _globals['_WALLET']._serialized_start=1182
+  _globals['_WALLET']._serialized_end=1295
+  _globals['_LISTWALLETSREQUEST']._serialized_start=1297
+  _globals['_LISTWALLETSREQUEST']._serialized_end=1336
+  _globals['_LISTWALLETSRESPONSE']._serialized_start=1338
+  _globals['_LISTWALLETSRESPONSE']._serialized_end=1394
+  _globals['_LEDGERLINE']._serialized_start=1396
+  _globals['_LEDGERLINE']._serialized_end=1427
+  _globals['_LISTLEDGERREQUEST']._serialized_start=1429
+  _globals['_LISTLEDGERREQUEST']._serialized_end=1500
+  _globals['_LISTLEDGERRESPONSE']._serialized_start=1502
+  _globals['_LISTLEDGERRESPONSE']._serialized_end=1582
+  _globals['_CHECKBILLINGREQUEST']._serialized_start=1584
+  _globals['_CHECKBILLINGREQUEST']._serialized_end=1605
+  _globals['_FINDING']._serialized_start=1607
+  _globals['_FINDING']._serialized_end=1646
+  _globals['_CHECKBILLINGRESPONSE']._serialized_start=1648
+  _globals['_CHECKBILLINGRESPONSE']._serialized_end=1736
+  _globals['_VERIFYREPLAYREQUEST']._serialized_start=1738
+  _globals['_VERIFYREPLAYREQUEST']._serialized_end=1759
+  _globals['_PROJECTIONDIGEST']._serialized_start=1761
+  _globals['_PROJECTIONDIGEST']._serialized_end=1862
+  _globals['_VERIFYREPLAYRESPONSE']._serialized_start=1864
+  _globals['_VERIFYREPLAYRESPONSE']._serialized_end=1971
+  _globals['_ADMINSERVICE']._serialized_start=1974
+  _globals['_ADMINSERVICE']._serialized_end=2590
 # @@protoc_insertion_point(module_scope)

@@ -91,7 +91,7 @@ class CapacityWindow(_message.Message):
     def __init__(self, window: _Optional[int] = ..., mode: _Optional[str] = ..., replicas: _Optional[int] = ..., queue_depth: _Optional[int] = ..., wait_p95_seconds: _Optional[float] = ..., utilization: _Optional[float] = ...) -> None: ...
 
 class GetCapacityResponse(_message.Message):
-    __slots__ = ("mode", "replicas", "concurrency_per_replica", "queue_depth", "wait_p95_seconds", "utilization", "recent", "congestion")
+    __slots__ = ("mode", "replicas", "concurrency_per_replica", "queue_depth", "wait_p95_seconds", "utilization", "recent", "congestion", "projection_lag_events", "log_seq")
     MODE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,8 @@ class GetCapacityResponse(_message.Message):
     UTILIZATION_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
     CONGESTION_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_LAG_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
     mode: str
     replicas: int
     concurrency_per_replica: int
@@ -108,7 +110,9 @@ class GetCapacityResponse(_message.Message):
     utilization: float
     recent: _containers.RepeatedCompositeFieldContainer[CapacityWindow]
     congestion: str
-    def __init__(self, mode: _Optional[str] = ..., replicas: _Optional[int] = ..., concurrency_per_replica: _Optional[int] = ..., queue_depth: _Optional[int] = ..., wait_p95_seconds: _Optional[float] = ..., utilization: _Optional[float] = ..., recent: _Optional[_Iterable[_Union[CapacityWindow, _Mapping]]] = ..., congestion: _Optional[str] = ...) -> None: ...
+    projection_lag_events: int
+    log_seq: int
+    def __init__(self, mode: _Optional[str] = ..., replicas: _Optional[int] = ..., concurrency_per_replica: _Optional[int] = ..., queue_depth: _Optional[int] = ..., wait_p95_seconds: _Optional[float] = ..., utilization: _Optional[float] = ..., recent: _Optional[_Iterable[_Union[CapacityWindow, _Mapping]]] = ..., congestion: _Optional[str] = ..., projection_lag_events: _Optional[int] = ..., log_seq: _Optional[int] = ...) -> None: ...
 
 class CreditWalletRequest(_message.Message):
     __slots__ = ("tenant_id", "amount_usd", "client_key")
