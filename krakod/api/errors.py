@@ -37,6 +37,15 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    """End the RPC with the status of `exc`; anything unexpected is INTERNAL and logged (abort raises)."""
+    status = _status_of(exc)
+    if status is None:
+        log.exception("%s failed", method)
+        status = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+    await context.abort(*status)
+
+
 def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
@@ -45,11 +54,7 @@ def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            status = _status_of(exc)
-            if status is None:
-                log.exception("%s failed", fn.__name__)
-                status = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-            await context.abort(*status)
+            await _abort(context, exc, fn.__name__)
             raise  # unreachable: abort raises
 
     return wrapper
@@ -64,10 +69,6 @@ def streaming(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterato
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            status = _status_of(exc)
-            if status is None:
-                log.exception("%s failed", fn.__name__)
-                status = (grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-            await context.abort(*status)
+            await _abort(context, exc, fn.__name__)
 
     return wrapper

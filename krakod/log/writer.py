@@ -48,11 +48,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
 from krakod.log.store import SqliteEventStore, SqliteKeyReader, build_read_query, configure_connection, row_to_event
 from krakod.log.types import AppendResult, DataDirLocked, Event, LogClosed, LogError, NewEvent, canonical_json
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -377,15 +380,7 @@ class EventLog:
             self._decided_ready.set()
 
     def _take_intake(self) -> list[_Request]:
-        intake = self._intake
-        batch = [intake.popleft()]
-        size = len(batch[0].events)
-        limit = self.limits.max_decide_events
-        while intake and size + len(intake[0].events) <= limit:
-            request = intake.popleft()
-            batch.append(request)
-            size += len(request.events)
-        return batch
+        return _take_up_to(self._intake, lambda request: len(request.events), self.limits.max_decide_events)
 
     async def _lookup_keys(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> dict[str, Event]:
         """Committed events for the batch's keys that are not staged in memory.
@@ -482,15 +477,7 @@ class EventLog:
             self._committed_batches(taken, staged)
 
     def _take_decided(self) -> list[_Decided]:
-        decided = self._decided
-        taken = [decided.popleft()]
-        size = len(taken[0].staged)
-        limit = self.limits.max_batch_events
-        while decided and size + len(decided[0].staged) <= limit:
-            batch = decided.popleft()
-            taken.append(batch)
-            size += len(batch.staged)
-        return taken
+        return _take_up_to(self._decided, lambda batch: len(batch.staged), self.limits.max_batch_events)
 
     def _committed_batches(self, taken: list[_Decided], staged: list[Event]) -> None:
         if staged:
@@ -611,6 +598,17 @@ class EventLog:
         except Exception as exc:
             raise LogError(f"looking up idempotency key {key!r}: {exc}") from exc
         return None if not rows else row_to_event(next(iter(rows)))
+
+
+def _take_up_to(queue: deque[_T], size_of: Callable[[_T], int], limit: int) -> list[_T]:
+    """The first item, then more while their sizes add up to at most `limit` (a request is never split)."""
+    taken = [queue.popleft()]
+    size = size_of(taken[0])
+    while queue and size + size_of(queue[0]) <= limit:
+        item = queue.popleft()
+        taken.append(item)
+        size += size_of(item)
+    return taken
 
 
 async def replay_all(log: EventLog, handler: Callable[[Event], None], *, batch: int = 5000) -> int:
