@@ -140,7 +140,7 @@ class Daemon:
                 units=self.units,
                 dispatcher=self.dispatcher,
                 auth=self.auth,
-                known_handlers=lambda: frozenset(self.handlers),
+                known_handlers=lambda: self.handlers,
                 admission=self.capacity.admission,
             ),
             server,

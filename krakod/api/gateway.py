@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import grpc
@@ -35,7 +35,7 @@ class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
         units: UnitTable,
         dispatcher: Dispatcher,
         auth: Authenticator,
-        known_handlers: Callable[[], frozenset[str]],
+        known_handlers: Callable[[], Collection[str]],  # a live view: read, never copied per unit
         admission: AdmissionCheck | None = None,
     ) -> None:
         self.config = config
