@@ -213,7 +213,8 @@ class AgentApi(agent_pb2_grpc.AgentServiceServicer):
                     await limit.acquire()
                     task = asyncio.create_task(self._process(session, message))
                     pending.add(task)
-                    task.add_done_callback(lambda t: (pending.discard(t), limit.release()))
+                    task.add_done_callback(pending.discard)
+                    task.add_done_callback(lambda _: limit.release())
         finally:
             for task in pending:
                 task.cancel()

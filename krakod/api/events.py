@@ -11,7 +11,7 @@ from krakod.api.auth import Authenticator
 from krakod.api.convert import event_to_pb
 from krakod.api.errors import invalid, streaming, unary
 from krakod.config import Config
-from krakod.log import EventLog
+from krakod.log import Event, EventLog
 
 DEFAULT_READ_LIMIT = 500
 MAX_TYPE_FILTERS = 64
@@ -34,7 +34,8 @@ class EventsApi(events_pb2_grpc.EventServiceServicer):
         if limit > self.config.limits.max_read_events:
             raise invalid(f"limit {limit} is above the maximum of {self.config.limits.max_read_events}")
         last_seq = self.log.last_seq
-        position, found = request.after_seq, []
+        position = request.after_seq
+        found: list[Event] = []
         # A tenant's filter is applied after the read; keep reading until the page is full or the log ends.
         while len(found) < limit:
             events = await self.log.read(
