@@ -138,6 +138,7 @@ class Dispatcher:
         self._parked: dict[str, list[tuple[int, int, str, int]]] = {}
         self._rescan_now = False
         self._rescan_armed = False
+        self._waiting_on: dict[str, list[str]] = {}  # dependency -> units waiting for it to finish
         self._timers: list[tuple[int, int, str, str, int, int]] = []  # (due_ms, n, kind, unit, attempt, round)
         self._counter = itertools.count()
         self._leases: dict[str, tuple[str, int, int]] = {}  # unit -> (node, attempt, expires_ms)
@@ -154,6 +155,11 @@ class Dispatcher:
 
     def _on_unit_event(self, unit: Unit, event: Event) -> None:
         t = event.type
+        if unit.terminal and unit.work_unit_id in self._waiting_on:
+            for waiter_id in self._waiting_on.pop(unit.work_unit_id):
+                waiter = self.units.get(waiter_id)
+                if waiter is not None and waiter.state == PENDING:
+                    self._push_ready(waiter)  # its dependency finished: decide again
         if t in RELEASING:
             self._release_all(unit.work_unit_id)
             if t != "workunit.requeued":
@@ -350,6 +356,8 @@ class Dispatcher:
                 unit = self.units.get(entry[2])
                 if unit is None or unit.state != PENDING or unit.attempt != entry[3]:
                     continue  # stale entry: the unit moved on
+                if unit.spec.get("depends_on") and not self._dependencies_met(unit, events, guards):
+                    continue  # waiting for a dependency (re-queued when it finishes), or rejected
                 result = self.scheduler.place(
                     self._request(unit),
                     now_ms=now,
@@ -414,6 +422,34 @@ class Dispatcher:
             self._add_timer(due + timeout, "dispatch", unit, unit.round)
         if placed >= self.max_pass_units:
             self._wake_scheduler.set()  # more to place: yield to the loop, then go on
+
+    def _dependencies_met(self, unit: Unit, events: list[NewEvent], guards: list[Any]) -> bool:
+        """DAG invariant: a unit runs only after every dependency completed; a failed one rejects it.
+
+        Dependencies must exist when a unit is submitted, so the graph is acyclic by construction.
+        """
+        waiting = False
+        for dep_id in unit.spec["depends_on"]:
+            dep = self.units.get(dep_id)
+            if dep is None or (dep.terminal and dep.state != "completed"):
+                reason = f"dependency {dep_id} {'is unknown' if dep is None else 'ended ' + dep.state}"
+                events.append(
+                    outcomes.unit_event(
+                        unit,
+                        "workunit.rejected",
+                        f"reject:{unit.work_unit_id}",
+                        {"reason": reason, "code": "DEPENDENCY_FAILED", "rule": "depends_on"},
+                        "krakod:scheduler",
+                    )
+                )
+                guards.append(guard_state(self.units, unit.attempt, frozenset({PENDING})))
+                return False
+            if not dep.terminal:
+                waiters = self._waiting_on.setdefault(dep_id, [])
+                if unit.work_unit_id not in waiters:
+                    waiters.append(unit.work_unit_id)
+                waiting = True
+        return not waiting
 
     def _request(self, unit: Unit) -> PlacementRequest:
         spec = unit.spec

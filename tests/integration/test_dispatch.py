@@ -292,3 +292,40 @@ async def test_units_nothing_fits_do_not_block_the_units_behind_them(daemon, cha
         assert (await wait_terminal(channel, unit_id)).node_id == "martian"
     await martian.close()
     await agent.close()
+
+
+async def test_a_unit_runs_only_after_its_dependencies_completed(daemon, channel):
+    agent = ScriptedAgent(f"127.0.0.1:{daemon.port}", "dag", auto_run=False)
+    await agent.start()
+    [first] = await submit(channel, echo_spec())
+    [second] = await submit(channel, echo_spec(depends_on=[first]))
+    await agent.wait_until(lambda: any(d.granted and d.work_unit_id == first for d in agent.decisions))
+    assert all(o.work_unit_id != second for o in agent.offers), "offered before its dependency finished"
+    agent.send(results=[ScriptedAgent.echo_result(agent.offers[0])])
+    await agent.wait_until(lambda: any(o.work_unit_id == second for o in agent.offers))
+    offer = next(o for o in agent.offers if o.work_unit_id == second)
+    await agent.wait_until(lambda: any(d.granted and d.work_unit_id == second for d in agent.decisions))
+    agent.send(results=[ScriptedAgent.echo_result(offer)])
+    assert (await wait_terminal(channel, second)).state == common_pb2.WORK_UNIT_STATE_COMPLETED
+    await agent.close()
+
+
+async def test_a_unit_whose_dependency_failed_is_rejected_and_never_offered(daemon, channel):
+    agent = ScriptedAgent(f"127.0.0.1:{daemon.port}", "dag")
+    agent.result_for = failing
+    await agent.start()
+    [first] = await submit(channel, echo_spec())
+    [second] = await submit(channel, echo_spec(depends_on=[first]))
+    assert (await wait_terminal(channel, first)).state == common_pb2.WORK_UNIT_STATE_FAILED
+    final = await wait_terminal_or_rejected(channel, second)
+    assert final.state == common_pb2.WORK_UNIT_STATE_REJECTED and final.error_code == "DEPENDENCY_FAILED"
+    assert all(o.work_unit_id != second for o in agent.offers)
+    await agent.close()
+
+
+async def wait_terminal_or_rejected(channel, unit_id: str) -> common_pb2.WorkUnit:
+    gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+    async for update in gateway.WatchWorkUnit(gateway_pb2.WatchWorkUnitRequest(work_unit_id=unit_id)):
+        if update.work_unit.state in DONE | {common_pb2.WORK_UNIT_STATE_REJECTED}:
+            return update.work_unit
+    raise AssertionError("watch ended before the unit was terminal")
