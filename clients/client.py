@@ -202,8 +202,8 @@ class KrakoClient:
     def nodes(self) -> list[admin_pb2.Node]:
         return list(self._call(self.admin.ListNodes, admin_pb2.ListNodesRequest()).nodes)
 
-    def drain(self, node_id: str) -> admin_pb2.Node:
-        return self._call(self.admin.DrainNode, admin_pb2.DrainNodeRequest(node_id=node_id)).node
+    def drain(self, node_id: str, *, undo: bool = False) -> admin_pb2.Node:
+        return self._call(self.admin.DrainNode, admin_pb2.DrainNodeRequest(node_id=node_id, undo=undo)).node
 
     def capacity(self) -> admin_pb2.GetCapacityResponse:
         return self._call(self.admin.GetCapacity, admin_pb2.GetCapacityRequest())

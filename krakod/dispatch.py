@@ -139,6 +139,7 @@ class Dispatcher:
         self._rescan_now = False
         self._rescan_armed = False
         self._waiting_on: dict[str, list[str]] = {}  # dependency -> units waiting for it to finish
+        self.drained: set[str] = set()  # a fold of node.drain.requested / node.drain.lifted
         self._timers: list[tuple[int, int, str, str, int, int]] = []  # (due_ms, n, kind, unit, attempt, round)
         self._counter = itertools.count()
         self._leases: dict[str, tuple[str, int, int]] = {}  # unit -> (node, attempt, expires_ms)
@@ -251,6 +252,9 @@ class Dispatcher:
     def node_joined(self, hello: NodeHello, link: AgentLink) -> dict[str, object]:
         """Register (or re-register) a node; returns the node.registered payload. ValueError: bad hello."""
         payload = self.registry.register(hello, now_ms=now_ms())
+        if hello.node_id in self.drained:
+            self.registry.drain(hello.node_id)  # a drain outlives reconnects and krakod restarts (it is in the log)
+            link.send(agent_pb2.Drain(reason="this node is drained"))
         previous = self.links.get(hello.node_id)
         if previous is not None and previous is not link:
             previous.close("replaced by a newer connection of the same node")
@@ -305,9 +309,18 @@ class Dispatcher:
                 )
         return stops
 
-    def drain(self, node_id: str) -> bool:
-        if not self.registry.drain(node_id) and node_id not in self.registry:
+    def drain(self, node_id: str, *, undo: bool = False) -> bool:
+        """Stop (or, with undo, resume) new placements on a node; a drained node keeps it across reconnects."""
+        if undo:
+            self.drained.discard(node_id)
+            self.registry.undrain(node_id)
+            self._rescan_now = True
+            self._wake_scheduler.set()
+            return node_id in self.registry
+        self.drained.add(node_id)
+        if node_id not in self.registry:
             return False
+        self.registry.drain(node_id)
         link = self.links.get(node_id)
         if link is not None:
             link.send(agent_pb2.Drain(reason="drain requested by an operator"))

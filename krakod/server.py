@@ -98,7 +98,11 @@ class Daemon:
         self.units.apply(event)
         self.budgets.apply(event)
         self.capacity.on_event(event)
-        if event.type == "node.registered":
+        if event.type == "node.drain.requested":
+            self.dispatcher.drained.add(str(event.payload.get("node_id")))
+        elif event.type == "node.drain.lifted":
+            self.dispatcher.drained.discard(str(event.payload.get("node_id")))
+        elif event.type == "node.registered":
             self.handlers.update(event.payload.get("handlers", []))
 
     async def start(self) -> int:

@@ -141,7 +141,7 @@ def cmd_events(client: KrakoClient, args: argparse.Namespace) -> int:
 
 
 def cmd_drain(client: KrakoClient, args: argparse.Namespace) -> int:
-    node = client.drain(args.node)
+    node = client.drain(args.node, undo=args.undo)
     emit(args, to_dict(node), f"{node.node_id} {node.health}")
     return 0
 
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_events)
     d = sub.add_parser("drain", help="stop new placements on a node; its work finishes", parents=[common])
     d.add_argument("node")
+    d.add_argument("--undo", action="store_true", help="lift the drain: the node takes new work again")
     d.set_defaults(func=cmd_drain)
     sub.add_parser("capacity", help="admission mode, replicas and queue", parents=[common]).set_defaults(
         func=cmd_capacity

@@ -60,10 +60,9 @@ class AdminApi(admin_pb2_grpc.AdminServiceServicer):
             raise invalid("node_id is required")
         if request.node_id not in self.dispatcher.registry:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"no node {request.node_id!r}")
-        await self.log.append(
-            NewEvent(type="node.drain.requested", source="krakod:admin", payload={"node_id": request.node_id})
-        )
-        self.dispatcher.drain(request.node_id)
+        kind = "node.drain.lifted" if request.undo else "node.drain.requested"
+        await self.log.append(NewEvent(type=kind, source="krakod:admin", payload={"node_id": request.node_id}))
+        self.dispatcher.drain(request.node_id, undo=request.undo)
         node = self.dispatcher.registry[request.node_id]
         return admin_pb2.DrainNodeResponse(
             node=node_to_pb(node, now_ms(), self._trust(node.node_id), self._circuit(node.node_id))

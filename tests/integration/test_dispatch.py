@@ -329,3 +329,33 @@ async def wait_terminal_or_rejected(channel, unit_id: str) -> common_pb2.WorkUni
         if update.work_unit.state in DONE | {common_pb2.WORK_UNIT_STATE_REJECTED}:
             return update.work_unit
     raise AssertionError("watch ended before the unit was terminal")
+
+
+async def test_a_drain_outlives_a_restart_until_it_is_lifted(tmp_path):
+    from krako.v1 import admin_pb2, admin_pb2_grpc
+
+    config = make_config(tmp_path / "data")
+    first = Daemon(config)
+    await first.start()
+    agent = ScriptedAgent(f"127.0.0.1:{first.port}", "worker")
+    await agent.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{first.port}")
+    await admin_pb2_grpc.AdminServiceStub(channel).DrainNode(admin_pb2.DrainNodeRequest(node_id="worker"))
+    await agent.wait_until(lambda: agent.drained)
+    await channel.close()
+    await agent.close()
+    await first.stop()
+
+    second = Daemon(config)
+    await second.start()
+    agent = ScriptedAgent(f"127.0.0.1:{second.port}", "worker")
+    await agent.start()
+    await agent.wait_until(lambda: agent.drained)  # told again after the restart
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{second.port}")
+    [unit_id] = await submit(channel, echo_spec())
+    assert second.dispatcher.registry["worker"].draining and not agent.offers
+    await admin_pb2_grpc.AdminServiceStub(channel).DrainNode(admin_pb2.DrainNodeRequest(node_id="worker", undo=True))
+    assert (await wait_terminal(channel, unit_id)).node_id == "worker"
+    await channel.close()
+    await agent.close()
+    await second.stop()

@@ -59,10 +59,12 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
 
 class DrainNodeRequest(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "undo")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    undo: bool
+    def __init__(self, node_id: _Optional[str] = ..., undo: _Optional[bool] = ...) -> None: ...
 
 class DrainNodeResponse(_message.Message):
     __slots__ = ("node",)
