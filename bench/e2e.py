@@ -151,7 +151,16 @@ def main() -> None:
     parser.add_argument("--latency-units", type=int, default=500)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--krakod-arg", action="append", default=[], help="extra krakod flag (repeatable)")
+    parser.add_argument(
+        "--drain-units",
+        type=int,
+        default=0,
+        help="also measure the execution pipeline alone: submit this many units before any agent runs, "
+        "then time how fast the agents drain them (from the log's timestamps)",
+    )
     args = parser.parse_args()
+    if args.drain_units:
+        drain(args)
     with tempfile.TemporaryDirectory(prefix="krako-bench-") as tmp:
         root = Path(tmp)
         # Admission control would (rightly) throttle a 5,000-unit backlog; the benchmark measures raw throughput.
@@ -177,6 +186,48 @@ def main() -> None:
             print(
                 f"log: {last_seq} events for {args.units + args.latency_units} units "
                 f"({last_seq / (args.units + args.latency_units):.1f} per unit)"
+            )
+        finally:
+            for agent in agents:
+                agent.stop()
+            krakod.stop()
+
+
+def drain(args: argparse.Namespace) -> None:
+    """Backlog first, agents second: the claim/execute/result pipeline without submission or a following client."""
+    import sqlite3
+
+    from clients.client import KrakoClient, make_spec
+
+    with tempfile.TemporaryDirectory(prefix="krako-bench-drain-") as tmp:
+        root = Path(tmp)
+        krakod = start_krakod(root / "krakod", "--queue-max", "100000", *args.krakod_arg)
+        agents = []
+        try:
+            with KrakoClient(krakod.address) as client:
+                for start in range(0, args.drain_units, args.batch):
+                    count = min(args.batch, args.drain_units - start)
+                    client.submit_many(
+                        [make_spec(kind="cpu", handler="echo", input={"i": start + i}) for i in range(count)]
+                    )
+                agents = [
+                    start_agentd(krakod.address, f"drain-{i}", root / f"agent-{i}", concurrency=args.concurrency)
+                    for i in range(args.agents)
+                ]
+                seen = 0
+                for _event in client.subscribe(types=["workunit.completed"]):
+                    seen += 1
+                    if seen >= args.drain_units:
+                        break
+            db = sqlite3.connect(root / "krakod" / "events.sqlite")
+            first, last = db.execute(
+                "SELECT MIN(ts_us), MAX(ts_us) FROM events WHERE type = 'workunit.completed'"
+            ).fetchone()
+            db.close()
+            print(
+                f"drain: {args.drain_units} queued echo units executed at "
+                f"{args.drain_units / ((last - first) / 1e6):,.0f} units/s "
+                f"(first to last completion, {args.agents} agents x concurrency {args.concurrency})"
             )
         finally:
             for agent in agents:
