@@ -81,6 +81,8 @@ class Config:
     capacity: CapacityOptions = field(default_factory=CapacityOptions)
     # LLM budget limits and prices (krakod.budgets.BudgetConfig); None: defaults with prices from the environment.
     budget: Any = None
+    # Placement pipeline settings (krakod.scheduler.PlacementConfig, e.g. the score weights); None: defaults.
+    placement: Any = None
 
     def validate(self) -> None:
         """Refuse unsafe or impossible configurations with a message saying what to change."""

@@ -14,6 +14,7 @@ from krakod.budgets import BudgetConfig
 from krakod.capacity import CapacityConfig
 from krakod.config import DEFAULT_LISTEN, CapacityOptions, Config, ConfigError, Timing, load_auth
 from krakod.log import DataDirLocked, LogError
+from krakod.scheduler import PlacementConfig, ScoreWeights
 from krakod.server import Daemon, run_until_signalled
 
 DEFAULT_TIMING = Timing()
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-max-llm-invocations", type=int, default=0, help="0: unlimited")
     p.add_argument("--session-max-cost-usd", default="0", help="0: unlimited")
     p.add_argument("--unit-max-tokens", type=int, default=0, help="cap on a unit's max_tokens; 0: unlimited")
+    p.add_argument(
+        "--placement-weights",
+        default="0.35,0.30,0.25,0.10",
+        metavar="C,L,T,R",
+        help="score weights of capacity headroom, inverse load, trust, region affinity (must sum to 1)",
+    )
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools and tests)")
     p.add_argument("--log-level", default=os.environ.get("KRAKO_LOG_LEVEL", "INFO"))
     return p
@@ -81,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             dispatch_timeout_ms=args.dispatch_timeout_ms,
         ),
         extra_handlers=frozenset(args.handler),
+        placement=PlacementConfig(weights=parse_weights(args.placement_weights)),
         budget=BudgetConfig.from_env(
             credit_limit_usd=parse_usd(args.credit_limit_usd, "--credit-limit-usd"),
             session_max_tokens=args.session_max_tokens,
@@ -104,6 +112,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ),
         multi_agent_fanout=args.multi_agent_fanout,
     )
+
+
+def parse_weights(text: str) -> ScoreWeights:
+    try:
+        capacity, load, trust, region = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--placement-weights takes four numbers C,L,T,R, got {text!r}") from None
+    try:
+        return ScoreWeights(capacity=capacity, load=load, trust=trust, region=region)
+    except ValueError as exc:
+        raise ConfigError(f"--placement-weights: {exc}") from None
 
 
 def parse_usd(text: str, flag: str) -> Decimal:

@@ -66,6 +66,7 @@ class Daemon:
             config=config,
             log=self.log,
             units=self.units,
+            placement=config.placement,
         )
         self.capacity = CapacityRuntime(
             options=config.capacity, log=self.log, dispatcher=self.dispatcher, data_dir=self.data_dir

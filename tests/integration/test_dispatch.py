@@ -103,6 +103,8 @@ async def test_a_partitioned_agents_late_result_is_fenced(daemon, channel):
     assert types.count("workunit.claim.expired") == 1
     completed = [p for t, p in await events_of(daemon, unit_id) if t == "workunit.completed"]
     assert completed[0]["node_id"] == "healthy" and completed[0]["attempt"] == 2
+    gone = [e.payload for e in await daemon.log.read(0, 1000, types=["node.unavailable"])]
+    assert {"node_id": "partitioned", "reason": "heartbeat_ttl"}.items() <= gone[0].items(), "silence past the TTL"
     await back.close()
     await healthy.close()
 

@@ -212,3 +212,26 @@ async def test_an_agent_without_a_join_token_is_refused(secured):
     good = ScriptedAgent(f"127.0.0.1:{d.port}", "member", token="agent-secret")
     await good.start()
     await good.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        pytest.param(["--placement-weights", "0.5,0.5,0.5,0.1"], "must sum to 1", id="weights that do not sum to 1"),
+        pytest.param(["--placement-weights", "abc"], "four numbers", id="weights that are not numbers"),
+        pytest.param(["--credit-limit-usd", "lots"], "decimal amount", id="a credit limit that is not money"),
+    ],
+)
+def test_krakod_refuses_a_bad_configuration_at_start(tmp_path: Path, flags: list[str], message: str):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "krakod.main", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "events.sqlite").exists(), "a refused configuration must not touch the log"
