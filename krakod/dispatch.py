@@ -287,6 +287,9 @@ class Dispatcher:
             memory_available_bytes=beat.memory_available_bytes or None,
         )
         health = self.registry.heartbeat(node_id, measured, now_ms=now_ms())
+        if self.registry.take_freed_kinds():
+            # The agent's own count said it was full until now: work that waited for it can go.
+            self._wake_scheduler.set()
         if health is not None:
             self._spawn_append([NewEvent(type="node.health.updated", source=f"agentd:{node_id}", payload=health)])
         return self.extend_leases(node_id, beat.running)

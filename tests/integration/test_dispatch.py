@@ -361,3 +361,18 @@ async def test_a_drain_outlives_a_restart_until_it_is_lifted(tmp_path):
     await channel.close()
     await agent.close()
     await second.stop()
+
+
+async def test_a_node_that_reports_free_slots_in_a_heartbeat_gets_the_waiting_work(daemon, channel):
+    agent = ScriptedAgent(f"127.0.0.1:{daemon.port}", "busy-then-free", concurrency=1, auto_heartbeat=False)
+    await agent.start()
+    agent.send(heartbeat=agent_pb2.Heartbeat(in_flight=1, utilization=1.0))  # its own count: full
+    deadline = asyncio.get_running_loop().time() + 10
+    while daemon.dispatcher.registry["busy-then-free"].available_slots:
+        assert asyncio.get_running_loop().time() < deadline, "the heartbeat never reached the registry"
+        await asyncio.sleep(0.01)  # poll with a deadline for the heartbeat to be processed
+    [unit_id] = await submit(channel, echo_spec())
+    agent.send(heartbeat=agent_pb2.Heartbeat(in_flight=0, utilization=0.0))  # free again: nothing else happens
+    final = await asyncio.wait_for(wait_terminal(channel, unit_id), timeout=15)
+    assert final.node_id == "busy-then-free"
+    await agent.close()

@@ -93,15 +93,28 @@ def llm_result(offer: agent_pb2.Offer) -> agent_pb2.Result:
         output_json='{"text": "ok"}',
         duration_us=5000,
         cpu_time_us=100,
-        llm=agent_pb2.LlmInvocation(provider="stub", model="stub-small", tier="small", tokens_in=40, tokens_out=60,
-                                    total_tokens=100, latency_ms=5, usage_reported=True,
-                                    estimated_cost_usd="0.000200"),
+        llm=agent_pb2.LlmInvocation(
+            provider="stub",
+            model="stub-small",
+            tier="small",
+            tokens_in=40,
+            tokens_out=60,
+            total_tokens=100,
+            latency_ms=5,
+            usage_reported=True,
+            estimated_cost_usd="0.000200",
+        ),
     )
 
 
 def llm_spec(**fields: object) -> common_pb2.WorkUnitSpec:
-    return common_pb2.WorkUnitSpec(kind="llm_pod", input_json=json.dumps({"prompt": "hello"}), tenant_id="acme",
-                                   llm=common_pb2.LlmSpec(tier="small", max_tokens=100), **fields)  # type: ignore[arg-type]
+    return common_pb2.WorkUnitSpec(
+        kind="llm_pod",
+        input_json=json.dumps({"prompt": "hello"}),
+        tenant_id="acme",
+        llm=common_pb2.LlmSpec(tier="small", max_tokens=100),
+        **fields,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from krako.v1 import common_pb2, events_pb2
 
 from clients.client import KrakoClient, make_spec
-from clients.processes import Proc, start_agentd, start_krakod
+from clients.processes import start_agentd, start_krakod
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +43,6 @@ def unit_events(client: KrakoClient, unit_id: str) -> list[tuple[str, dict]]:
     page = client.read_events(after_seq=0, limit=5000, work_unit_id=unit_id)
     assert page.events, unit_id
     return [(e.type, json.loads(e.payload_json)) for e in page.events]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    try:
-        yield started
-    finally:
-        for proc in sorted(started, key=lambda p: not p.name.startswith("agentd")):
-            proc.stop()
 
 
 def test_units_of_an_agent_killed_mid_unit_complete_exactly_once_on_another_agent(tmp_path: Path, procs):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,7 +18,7 @@ import pytest
 from krako.v1 import common_pb2, events_pb2
 
 from clients.client import KrakoClient, KrakoError, make_spec
-from clients.processes import Krakod, Proc, start_agentd, start_krakod
+from clients.processes import Krakod, start_agentd, start_krakod
 
 pytestmark = pytest.mark.slow
 
@@ -60,17 +59,6 @@ def wait_for_completions(client: KrakoClient, unit_ids: set[str], timeout_s: flo
         f"{missing} of {len(unit_ids)} units never finished within {timeout_s} s; "
         f"nodes (id, connected, concurrency, available_slots): {nodes}"
     )
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    try:
-        yield started
-    finally:
-        # Agents first, so they do not spin reconnecting to a krakod that is already gone.
-        for proc in sorted(started, key=lambda p: not p.name.startswith("agentd")):
-            proc.stop()
 
 
 def spec(i: int) -> common_pb2.WorkUnitSpec:
