@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
 import tempfile
 import time
@@ -159,6 +160,8 @@ def main() -> None:
         "then time how fast the agents drain them (from the log's timestamps)",
     )
     args = parser.parse_args()
+    # SIGTERM (e.g. from `timeout`) must still stop the processes the benchmark started.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     if args.drain_units:
         drain(args)
     with tempfile.TemporaryDirectory(prefix="krako-bench-") as tmp:
