@@ -214,7 +214,7 @@ async def run_until_signalled(daemon: Daemon, ready: asyncio.Event | None = None
     await daemon.start()
     if ready is not None:
         ready.set()
-    failed = asyncio.create_task(_wait_log_failure(daemon))
+    failed = asyncio.create_task(daemon.log.wait_failed())
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait({failed, waiter}, return_when=asyncio.FIRST_COMPLETED)
     failed.cancel()
@@ -222,10 +222,3 @@ async def run_until_signalled(daemon: Daemon, ready: asyncio.Event | None = None
     await daemon.stop()
     if daemon.log.failed is not None:
         raise SystemExit(f"krakod: the event log failed: {daemon.log.failed}")
-
-
-async def _wait_log_failure(daemon: Daemon) -> None:
-    while daemon.log.failed is None:
-        await daemon.log.wait_for_commit(daemon.log.last_seq, timeout_s=None)
-        if daemon.log.failed is None and daemon._stopped:
-            return

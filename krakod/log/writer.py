@@ -160,6 +160,7 @@ class EventLog:
         self._accepting = False
         self._closing = False
         self._closed = False
+        self._failed_event = asyncio.Event()  # set once, when a commit failed and the log closed for good
         self._failure: BaseException | None = None
         # Intake: requests waiting for the decider, bounded by queue_max_requests.
         self._intake: deque[_Request] = deque()
@@ -243,6 +244,12 @@ class EventLog:
 
     @property
     def failed(self) -> BaseException | None:
+        return self._failure
+
+    async def wait_failed(self) -> BaseException:
+        """Return once the log has failed (a commit or a guard raised); the owner should then stop."""
+        await self._failed_event.wait()
+        assert self._failure is not None
         return self._failure
 
     def add_stager(self, stager: Stager) -> None:
@@ -502,6 +509,7 @@ class EventLog:
         if self._failure is None:
             self._failure = exc
             log.critical("event log failed; the log is closed: %s", exc)
+        self._failed_event.set()
         self._accepting = False
         closed = LogClosed(f"event log failed: {self._failure}")
         pending: list[_Request] = list(in_hand)
@@ -532,7 +540,7 @@ class EventLog:
     async def wait_for_commit(self, after_seq: int, timeout_s: float | None = None) -> bool:
         """Wait until the log holds an event beyond after_seq. False on timeout or close."""
         while self._last_seq <= after_seq:
-            if self._closed:
+            if self._closed or self._failure is not None:
                 return False
             try:
                 await asyncio.wait_for(self._committed.wait(), timeout_s)

@@ -33,3 +33,24 @@ async def test_a_decided_duplicate_returns_the_first_event(tmp_path: Path) -> No
         assert not again[0].created and again[0].event == first.event
     finally:
         await log.close()
+
+
+async def test_a_failed_log_wakes_its_owner_and_its_commit_waiters(tmp_path: Path) -> None:
+    import asyncio
+
+    log = EventLog(tmp_path / "events.sqlite")
+    await log.open()
+    owner = asyncio.create_task(log.wait_failed())
+    waiter = asyncio.create_task(log.wait_for_commit(log.last_seq))
+
+    def broken_stager(event: object) -> None:
+        raise RuntimeError("stager bug")
+
+    log.add_stager(broken_stager)
+    try:
+        await log.append(NewEvent(type="a"))
+    except Exception:
+        pass  # the append fails with the log
+    assert isinstance(await asyncio.wait_for(owner, 10), RuntimeError)
+    assert await asyncio.wait_for(waiter, 10) is False
+    await log.close()
