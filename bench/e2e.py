@@ -176,11 +176,7 @@ def main() -> None:
             from clients.client import KrakoClient
 
             with KrakoClient(krakod.address) as client:
-                deadline = time.monotonic() + 30
-                while len([n for n in client.nodes() if n.connected]) < args.agents:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("agents did not connect")
-                    time.sleep(0.05)
+                client.wait_for_nodes(args.agents)
             asyncio.run(throughput(krakod.address, args.units, args.batch))
             if args.latency_units:
                 asyncio.run(latency(krakod.address, args.latency_units, args.rate))

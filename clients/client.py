@@ -11,6 +11,7 @@ Every gRPC failure surfaces as KrakoError carrying the status code and the serve
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,17 @@ class KrakoClient:
 
     def nodes(self) -> list[admin_pb2.Node]:
         return list(self._call(self.admin.ListNodes, admin_pb2.ListNodesRequest()).nodes)
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 30.0) -> list[admin_pb2.Node]:
+        """Poll (with a deadline) until at least `count` agents are connected; returns them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            nodes = [n for n in self.nodes() if n.connected]
+            if len(nodes) >= count:
+                return nodes
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(nodes)} of {count} agents connected within {timeout_s} s")
+            time.sleep(0.05)
 
     def drain(self, node_id: str, *, undo: bool = False) -> admin_pb2.Node:
         return self._call(self.admin.DrainNode, admin_pb2.DrainNodeRequest(node_id=node_id, undo=undo)).node

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from decimal import Decimal
 from typing import Any
 
 from krakod.budgets import REJECT_CODE, BudgetBook, ReserveGuard, exceeded_event
@@ -110,4 +109,4 @@ class MoneyRuntime:
                 await self._task
 
 
-__all__ = ["Decimal", "MoneyRuntime"]
+__all__ = ["MoneyRuntime"]

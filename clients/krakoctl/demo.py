@@ -47,17 +47,6 @@ def say(args: argparse.Namespace, text: str, **fields: Any) -> None:
         print(text, flush=True)
 
 
-def wait_for_nodes(client: KrakoClient, count: int) -> list[Any]:
-    deadline = time.monotonic() + NODE_WAIT_S
-    while True:
-        nodes = [n for n in client.nodes() if n.connected]
-        if len(nodes) >= count:
-            return nodes
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(nodes)} of {count} agents connected")
-        time.sleep(0.1)
-
-
 PRESSURE_WINDOW_S = 0.5
 PRESSURE_ROUND_S = 1.0  # two controller windows per demo round
 PRIORITY_CYCLE = ("p0", "p1", "p2")
@@ -211,7 +200,7 @@ def _run(args: argparse.Namespace, root: Path, procs: list[Proc]) -> int:
     say(args, f"krakod serving on {krakod.address} (data dir {root / 'krakod'})", server=krakod.address)
     n_agents = start_agents(args, krakod, root, procs)
     with KrakoClient(krakod.address) as client:
-        nodes = wait_for_nodes(client, n_agents)
+        nodes = client.wait_for_nodes(n_agents, timeout_s=NODE_WAIT_S)
         say(args, f"{len(nodes)} agents connected: {', '.join(n.node_id for n in nodes)}")
         run_id = time.strftime("%Y%m%d%H%M%S")
         # The demo tenant's wallet gets a top-up, so the ledger has something to debit.
